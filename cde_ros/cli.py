@@ -1,0 +1,297 @@
+"""`cde-ros`: train, evaluate, record, benchmark and demo from the command line.
+
+Every subcommand except `demo` is ROS-free (they run without rclpy)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _fail(msg: str, code: int = 2) -> "None":
+    print(f"cde-ros: error: {msg}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def default_model_dir() -> Path:
+    from .core.paths import shipped_model_dir
+
+    return shipped_model_dir()
+
+
+# ------------------------------------------------------------------------------- subcommands
+
+def cmd_record_synthetic(args: argparse.Namespace) -> int:
+    from .core.bags import RecordConfig, record_synthetic
+
+    cfg = RecordConfig(storage=args.storage, split=args.split, scenes=args.scenes, events=args.events,
+                       seed=args.seed, rate_hz=args.rate, compressed=args.compressed,
+                       image_topic=args.image_topic, event_topic=args.event_topic)
+    try:
+        info = record_synthetic(args.out_bag, cfg, progress=not args.quiet)
+    except (FileExistsError, ValueError) as exc:
+        _fail(str(exc))
+    print(json.dumps(info, default=list))
+    return 0
+
+
+def _split_by_event(pairs, fraction: float, seed: int):
+    n = len(pairs)
+    if fraction <= 0 or n < 4:
+        return pairs, None
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    k = max(1, int(round(n * fraction)))
+    return pairs.subset(np.sort(order[k:])), pairs.subset(np.sort(order[:k]))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .core.bags import LabelTable, default_cache_dir, read_pairs
+    from .core.config import load_config
+    from .core.training import train
+
+    cfg = _config(args)
+    labels_table = LabelTable.read(args.labels) if args.labels else None
+    cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
+    pairs, reports = read_pairs(args.bags, cfg.preprocessing, cfg.pairing, args.image_topic, args.event_topic,
+                                labels_table, cache, cfg.data.buffer_s, progress=not args.quiet, log=_log)
+    _print_reports(reports)
+    if pairs is None:
+        _fail("no labelled pairs could be made from " + ", ".join(map(str, args.bags)))
+    labels = _label_set(pairs.actions)
+    train_pairs, val_pairs = _split_by_event(pairs, cfg.data.val_fraction, cfg.training.seed)
+    _log(f"training on {len(train_pairs)} pairs, validating on {len(val_pairs) if val_pairs else 0}; labels {labels}")
+    result = train(train_pairs, val_pairs, labels, cfg.model, cfg.preprocessing, cfg.training, args.out,
+                   resume=args.resume, progress=not args.quiet, log=_log,
+                   extra_meta={"data": {"bags": [str(b) for b in args.bags], "image_topic": args.image_topic,
+                                        "event_topic": args.event_topic, "reports": [asdict(r) for r in reports]},
+                               "pairing": asdict(cfg.pairing)})
+    print(json.dumps({"model_dir": str(args.out), "model_id": result.model_id,
+                      "metrics": result.history[-1] if result.history else {}}))
+    return 0
+
+
+def _label_set(actions: list[str]) -> list[str]:
+    from .core.actions import ACTIONS
+
+    present = set(actions)
+    return [a for a in ACTIONS if a in present] + sorted(present - set(ACTIONS))
+
+
+def _print_reports(reports) -> None:
+    for r in reports:
+        skipped = ", ".join(f"{k}: {v}" for k, v in sorted(r.skipped.items())) or "none"
+        _log(f"{r.bag}: {r.events} events, {r.pairs} pairs{' (cached)' if r.cached else ''}, skipped {skipped}")
+
+
+def _config(args: argparse.Namespace):
+    from .core.config import load_config
+
+    overrides: dict = {}
+    if getattr(args, "epochs", None):
+        overrides.setdefault("training", {})["epochs"] = args.epochs
+    if getattr(args, "device", None):
+        overrides.setdefault("training", {})["device"] = args.device
+    try:
+        return load_config(args.config, overrides)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .core.bags import LabelTable, default_cache_dir, read_pairs
+    from .core.evaluation import classification_metrics, plot_confusion
+    from .core.inference import Predictor
+    from .core.model import ModelFileError, read_meta
+    from .core.pairing import PairingConfig
+
+    try:
+        meta = read_meta(args.model)
+        predictor = Predictor(args.model, device=args.device)
+    except ModelFileError as exc:
+        _fail(str(exc))
+    pairing = PairingConfig(**meta["pairing"]) if "pairing" in meta else PairingConfig()
+    labels_table = LabelTable.read(args.labels) if args.labels else None
+    cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
+    pairs, reports = read_pairs(args.bags, predictor.preprocessing, pairing, args.image_topic, args.event_topic,
+                                labels_table, cache, progress=not args.quiet and not args.json, log=_log)
+    _print_reports(reports)
+    skipped: dict[str, int] = {}
+    for r in reports:
+        for k, v in r.skipped.items():
+            skipped[k] = skipped.get(k, 0) + v
+    if pairs is None:
+        result = {"n": 0, "accuracy": None, "per_class": {}, "skipped": skipped,
+                  "problems": sum((r.problems for r in reports), [])}
+        print(json.dumps(result) if args.json else "no labelled pairs to evaluate")
+        return 1
+    preds = predictor.classify_pairs(list(pairs.before), list(pairs.after))
+    predicted = [p.action for p in preds]
+    unknown = sorted(set(pairs.actions) - set(predictor.labels))
+    metrics = classification_metrics(pairs.actions, predicted, predictor.labels)
+    metrics.update({"model_id": predictor.model_id, "skipped": skipped, "unknown_labels": unknown,
+                    "problems": sum((r.problems for r in reports), [])})
+    if args.plots:
+        path = plot_confusion(metrics, Path(args.plots) / "confusion.png")
+        _log(f"wrote {path}")
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"events evaluated: {metrics['n']}   accuracy: {metrics['accuracy']:.3f}")
+        for a, acc in metrics["per_class"].items():
+            print(f"  {a:<12} {acc:.3f}")
+        if skipped:
+            print("skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))
+        if unknown:
+            print(f"labels the model does not know (always counted wrong): {unknown}")
+    return 0
+
+
+def cmd_train_synthetic(args: argparse.Namespace) -> int:
+    """Train on synthetic pairs (this is how the shipped model is made)."""
+    from .core.synthetic import ACTIONS, SceneConfig, generate_pairs
+    from .core.dataset import PairSet
+    from .core.training import resize_pairs, train
+
+    cfg = _config(args)
+    pre = cfg.preprocessing
+    parts, val_parts = [], []
+    for scenes in args.scenes:
+        sc = SceneConfig(clutter=scenes == "cluttered")
+        _log(f"generating {args.pairs} {scenes} training pairs")
+        parts.append(resize_pairs(generate_pairs("iid", args.pairs, sc, seed=args.seed), pre))
+        val_parts.append(resize_pairs(generate_pairs("val", max(100, args.pairs // 8), sc, seed=args.seed), pre))
+    result = train(PairSet.concat(parts), PairSet.concat(val_parts), list(ACTIONS), cfg.model, pre,
+                   replace(cfg.training, seed=args.seed), args.out, resume=args.resume, progress=not args.quiet,
+                   log=_log, extra_meta={"data": {"synthetic": {"scenes": args.scenes, "pairs": args.pairs,
+                                                                "seed": args.seed}},
+                                         "pairing": asdict(cfg.pairing)})
+    print(json.dumps({"model_dir": str(args.out), "model_id": result.model_id,
+                      "metrics": result.history[-1] if result.history else {}}))
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from .core.benchmark import BenchmarkConfig, run_benchmark
+
+    cfg = BenchmarkConfig.quick() if args.quick else BenchmarkConfig()
+    if args.seeds:
+        cfg = replace(cfg, seeds=tuple(range(args.seeds)))
+    if args.variants:
+        cfg = replace(cfg, variants=tuple(args.variants))
+    if args.scenes:
+        cfg = replace(cfg, scenes=tuple(args.scenes))
+    run_benchmark(cfg, Path(args.out), progress=not args.quiet, log=_log)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        from .ros.demo import run_demo
+    except ImportError as exc:
+        _fail(f"the demo needs rclpy (ROS 2 or the ros-* wheels: ./dev setup): {exc}")
+    return run_demo(args)
+
+
+# ------------------------------------------------------------------------------------ parser
+
+def build_parser() -> argparse.ArgumentParser:
+    from .core.bags import DEFAULT_EVENT_TOPIC, DEFAULT_IMAGE_TOPIC
+
+    p = argparse.ArgumentParser(prog="cde-ros", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def topics(sp):
+        sp.add_argument("--image-topic", default=DEFAULT_IMAGE_TOPIC, help="camera topic (Image or CompressedImage)")
+        sp.add_argument("--event-topic", default=DEFAULT_EVENT_TOPIC)
+        sp.add_argument("--labels", help="CSV sidecar: bag,event_id,start,end,action")
+        sp.add_argument("--cache-dir", help="where decoded pairs are cached (default ~/.cache/cde_ros/pairs)")
+        sp.add_argument("--no-cache", action="store_true", help="neither read nor write the pair cache")
+        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    sp = sub.add_parser("record-synthetic", help="write a rosbag2 from the synthetic camera stream")
+    sp.add_argument("out_bag")
+    sp.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
+    sp.add_argument("--split", choices=["iid", "val", "comp", "syst"], default="iid")
+    sp.add_argument("--scenes", choices=["single", "cluttered"], default="single")
+    sp.add_argument("--events", type=int, default=20)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--rate", type=float, default=20.0, help="camera frame rate, Hz")
+    sp.add_argument("--compressed", action="store_true", help="also record CompressedImage (JPEG)")
+    sp.add_argument("--image-topic", default=DEFAULT_IMAGE_TOPIC)
+    sp.add_argument("--event-topic", default=DEFAULT_EVENT_TOPIC)
+    sp.add_argument("--quiet", action="store_true")
+    sp.set_defaults(func=cmd_record_synthetic)
+
+    sp = sub.add_parser("train", help="train a model from rosbag2 recordings")
+    sp.add_argument("bags", nargs="+")
+    sp.add_argument("--out", required=True, help="model directory to write")
+    sp.add_argument("--config", help="training YAML (default: built-in defaults, see config/train.yaml)")
+    sp.add_argument("--epochs", type=int, help="override training.epochs")
+    sp.add_argument("--device", help="override training.device")
+    sp.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    topics(sp)
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("eval", help="classify every labelled event of rosbag2 recordings")
+    sp.add_argument("bags", nargs="+")
+    sp.add_argument("--model", required=True)
+    sp.add_argument("--json", action="store_true", help="last line of stdout: one JSON object")
+    sp.add_argument("--plots", help="write confusion.png into this directory")
+    sp.add_argument("--device", default="auto")
+    topics(sp)
+    sp.set_defaults(func=cmd_eval)
+
+    sp = sub.add_parser("train-synthetic", help="train on synthetic scenes (how the shipped model is made)")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--config")
+    sp.add_argument("--scenes", nargs="+", choices=["single", "cluttered"], default=["single", "cluttered"])
+    sp.add_argument("--pairs", type=int, default=4000, help="training pairs per scene type")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--epochs", type=int)
+    sp.add_argument("--device")
+    sp.add_argument("--resume", action="store_true")
+    sp.add_argument("--quiet", action="store_true")
+    sp.set_defaults(func=cmd_train_synthetic)
+
+    sp = sub.add_parser("benchmark", help="OOD benchmark: baseline vs delta variants on synthetic scenes")
+    sp.add_argument("--out", default="benchmarks/results")
+    sp.add_argument("--quick", action="store_true", help="tiny settings (minutes), for a smoke run")
+    sp.add_argument("--seeds", type=int, help="number of seeds")
+    sp.add_argument("--variants", nargs="+")
+    sp.add_argument("--scenes", nargs="+", choices=["single", "cluttered"])
+    sp.add_argument("--quiet", action="store_true")
+    sp.set_defaults(func=cmd_benchmark)
+
+    sp = sub.add_parser("demo", help="synthetic camera + events -> perception node -> planner listener (rclpy)")
+    sp.add_argument("--events", type=int, default=12)
+    sp.add_argument("--model", help="model directory (default: the shipped model)")
+    sp.add_argument("--scenes", choices=["single", "cluttered"], default="single")
+    sp.add_argument("--split", choices=["iid", "val", "comp", "syst"], default="val")
+    sp.add_argument("--seed", type=int, default=1)
+    sp.add_argument("--rate", type=float, default=20.0)
+    sp.add_argument("--realtime", type=float, default=4.0, help="playback speed factor (1 = real time)")
+    sp.add_argument("--device", default="auto")
+    sp.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        _log("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

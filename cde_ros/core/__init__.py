@@ -1,0 +1,1 @@
+"""The ROS-free core of cde_ros. Nothing under this package imports rclpy or launch."""

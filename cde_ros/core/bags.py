@@ -1,0 +1,404 @@
+"""rosbag2 recordings (sqlite3 and MCAP) without ROS, through the `rosbags` library.
+
+- `record_synthetic` writes a bag from the synthetic camera stream (CONTRACT.md topics).
+- `read_pairs` streams through bags, feeds frames and events to the same `EventPairer` the node
+  uses, decodes only the frames an event picks, and returns a `PairSet` plus a report of what was
+  skipped and why. Memory does not grow with the bag's length: only the snapshot buffer and the
+  picked pairs (at model input size) are held. Results are cached per bag.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import heapq
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from . import stamps
+from .dataset import PairSet
+from .events import EventParseError, EventPhase, parse_event
+from .images import ImageError, message_to_rgb, rgb_to_jpeg, rgb_to_raw
+from .pairing import EventPairer, PairingConfig
+from .preprocess import Preprocessing
+from .snapshot import Frame, SnapshotBuffer
+
+DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
+DEFAULT_EVENT_TOPIC = "/cde/event"
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+STRING_TYPE = "std_msgs/msg/String"
+CACHE_VERSION = 1
+
+
+class BagError(RuntimeError):
+    """A recording that cannot be used at all; the message names the bag and the problem."""
+
+
+def _typestore():
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_KILTED)
+
+
+# -------------------------------------------------------------------------------- recording
+
+@dataclass
+class RecordConfig:
+    storage: str = "mcap"  # mcap | sqlite3
+    split: str = "iid"
+    scenes: str = "single"  # single | cluttered
+    events: int = 20
+    seed: int = 0
+    rate_hz: float = 20.0
+    size: tuple[int, int] = (128, 128)
+    compressed: bool = False  # also write CompressedImage (JPEG) on IMAGE_TOPIC + "/compressed"
+    image_topic: str = DEFAULT_IMAGE_TOPIC
+    event_topic: str = DEFAULT_EVENT_TOPIC
+    frame_id: str = "camera_optical_frame"
+    latency_s: tuple[float, float] = (0.004, 0.02)  # camera stamp -> recording time
+
+
+def record_synthetic(out: str | Path, cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
+    """Write a rosbag2 with the synthetic camera stream and its labelled events."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from tqdm.auto import tqdm
+
+    from .synthetic import SceneConfig, StreamConfig, stream
+
+    if cfg.storage not in ("mcap", "sqlite3"):
+        raise ValueError(f"storage must be mcap or sqlite3, got {cfg.storage!r}")
+    if cfg.scenes not in ("single", "cluttered"):
+        raise ValueError(f"scenes must be single or cluttered, got {cfg.scenes!r}")
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out} exists; rosbag2 writers never overwrite")
+    ts = _typestore()
+    Image = ts.types["sensor_msgs/msg/Image"]
+    CompressedImage = ts.types["sensor_msgs/msg/CompressedImage"]
+    Header = ts.types["std_msgs/msg/Header"]
+    Time = ts.types["builtin_interfaces/msg/Time"]
+    String = ts.types["std_msgs/msg/String"]
+    rng = np.random.default_rng(cfg.seed + 99)
+    plugin = StoragePlugin.MCAP if cfg.storage == "mcap" else StoragePlugin.SQLITE3
+    counts = {"frames": 0, "events": 0}
+    with Writer(out, version=9, storage_plugin=plugin) as writer:
+        img_conn = writer.add_connection(cfg.image_topic, Image.__msgtype__, typestore=ts)
+        cmp_conn = (writer.add_connection(cfg.image_topic.rstrip("/") + "/compressed", CompressedImage.__msgtype__,
+                                          typestore=ts) if cfg.compressed else None)
+        ev_conn = writer.add_connection(cfg.event_topic, String.__msgtype__, typestore=ts)
+        pending: list[tuple[int, int, Any, bytes]] = []  # (log time, seq, connection, data)
+        seq = 0
+
+        def flush(upto: int | None) -> None:
+            while pending and (upto is None or pending[0][0] <= upto):
+                t, _, conn, data = heapq.heappop(pending)
+                writer.write(conn, t, data)
+
+        items = stream(cfg.split, cfg.events, SceneConfig(clutter=cfg.scenes == "cluttered", size=cfg.size),
+                       StreamConfig(rate_hz=cfg.rate_hz), seed=cfg.seed)
+        bar = tqdm(total=cfg.events, desc=f"recording {out.name}", unit="event", disable=not progress)
+        for kind, stamp_ns, item in items:
+            sec, nanosec = stamps.from_ns(stamp_ns)
+            if kind == "frame":
+                header = Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=cfg.frame_id)
+                h, w, enc, step, data = rgb_to_raw(item)
+                msg = Image(header=header, height=h, width=w, encoding=enc, is_bigendian=0, step=step,
+                            data=np.frombuffer(data, np.uint8))
+                log_t = stamp_ns + int(rng.uniform(*cfg.latency_s) * 1e9)
+                heapq.heappush(pending, (log_t, seq, img_conn, ts.serialize_cdr(msg, Image.__msgtype__)))
+                seq += 1
+                if cmp_conn is not None:
+                    cmsg = CompressedImage(header=header, format="jpeg",
+                                           data=np.frombuffer(rgb_to_jpeg(item), np.uint8))
+                    heapq.heappush(pending, (log_t + 1000, seq, cmp_conn,
+                                             ts.serialize_cdr(cmsg, CompressedImage.__msgtype__)))
+                    seq += 1
+                counts["frames"] += 1
+            else:
+                ev = EventPhase(item.phase, item.event_id, item.stamp_ns, item.action)
+                heapq.heappush(pending, (stamp_ns + 1_000_000, seq, ev_conn,
+                                         ts.serialize_cdr(String(data=ev.to_json()), STRING_TYPE)))
+                seq += 1
+                counts["events"] += 1
+                if item.phase == "end":
+                    bar.update(1)
+            flush(stamp_ns - 200_000_000)
+        flush(None)
+        bar.close()
+    return {"bag": str(out), **counts, **{k: v for k, v in asdict(cfg).items() if k != "latency_s"}}
+
+
+# ---------------------------------------------------------------------------------- reading
+
+@dataclass
+class BagReport:
+    """What reading one bag used and skipped. `problems` are human-readable sentences."""
+
+    bag: str
+    events: int = 0
+    pairs: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    frames: int = 0
+    image_sizes: list[list[int]] = field(default_factory=list)
+    cached: bool = False
+
+    def skip(self, reason: str, n: int = 1) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + n
+
+
+@dataclass
+class LabelTable:
+    """Labels from a CSV sidecar: columns bag, event_id, start, end, action (bag, event_id, start,
+    end may be empty; start/end in seconds). A row matches an event by event_id, else by start
+    (and end if given) within `tolerance_s`."""
+
+    rows: list[dict[str, Any]]
+    tolerance_s: float = 0.05
+
+    @classmethod
+    def read(cls, path: str | Path) -> "LabelTable":
+        path = Path(path)
+        try:
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                if not reader.fieldnames or "action" not in reader.fieldnames:
+                    raise BagError(f"label file {path}: needs a header with an 'action' column "
+                                   f"(and bag, event_id or start/end), got {reader.fieldnames}")
+                rows = []
+                for line, row in enumerate(reader, start=2):
+                    if not (row.get("action") or "").strip():
+                        raise BagError(f"label file {path} line {line}: empty action")
+                    try:
+                        rows.append({"bag": (row.get("bag") or "").strip(),
+                                     "event_id": (row.get("event_id") or "").strip(),
+                                     "start": float(row["start"]) if (row.get("start") or "").strip() else None,
+                                     "end": float(row["end"]) if (row.get("end") or "").strip() else None,
+                                     "action": row["action"].strip()})
+                    except ValueError as exc:
+                        raise BagError(f"label file {path} line {line}: {exc}") from None
+        except OSError as exc:
+            raise BagError(f"label file {path} cannot be read: {exc}") from None
+        return cls(rows)
+
+    def content_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.rows, sort_keys=True).encode()).hexdigest()[:16]
+
+    def lookup(self, bag: Path, event_id: str, start_ns: int | None, end_ns: int | None) -> str | None:
+        for r in self.rows:
+            if r["bag"] and r["bag"] not in (bag.name, str(bag)):
+                continue
+            if r["event_id"]:
+                if r["event_id"] == event_id:
+                    return r["action"]
+                continue
+            if r["start"] is None or start_ns is None:
+                continue
+            if abs(r["start"] - start_ns / 1e9) > self.tolerance_s:
+                continue
+            if r["end"] is not None and (end_ns is None or abs(r["end"] - end_ns / 1e9) > self.tolerance_s):
+                continue
+            return r["action"]
+        return None
+
+
+def _open_reader(bag: Path):
+    from rosbags.rosbag2 import Reader
+
+    if not bag.exists():
+        raise BagError(f"bag {bag}: does not exist")
+    try:
+        reader = Reader(bag)
+        reader.open()
+    except Exception as exc:  # rosbags raises several types for unreadable bags
+        raise BagError(f"bag {bag}: cannot be opened: {exc}") from None
+    return reader
+
+
+def iter_bag(bag: Path, image_topic: str, event_topic: str, report: BagReport
+             ) -> Iterator[tuple[str, int, Any]]:
+    """Yield ("frame", log_ns, Frame) and ("event", log_ns, EventPhase | EventParseError) in
+    recording order. Raises BagError when the bag cannot be used at all; a read error part way
+    through ends the iteration with a problem noted (what came before is used)."""
+    reader = _open_reader(bag)
+    try:
+        topics = {c.topic: c.msgtype for c in reader.connections}
+        if image_topic not in topics:
+            raise BagError(f"bag {bag}: has no image topic {image_topic} (topics: {', '.join(sorted(topics)) or 'none'})")
+        if topics[image_topic] not in IMAGE_TYPES:
+            raise BagError(f"bag {bag}: {image_topic} is {topics[image_topic]}, not an Image or CompressedImage")
+        if event_topic not in topics:
+            raise BagError(f"bag {bag}: has no event topic {event_topic} (topics: {', '.join(sorted(topics))})")
+        if topics[event_topic] != STRING_TYPE:
+            raise BagError(f"bag {bag}: {event_topic} is {topics[event_topic]}, not {STRING_TYPE}")
+        conns = [c for c in reader.connections if c.topic in (image_topic, event_topic)]
+        if not any(c.msgcount for c in conns if c.topic == event_topic) and reader.message_count:
+            raise BagError(f"bag {bag}: has no messages on {event_topic}, so there are no events to pair")
+        ts = _typestore()
+        try:
+            for conn, log_ns, raw in reader.messages(connections=conns):
+                try:
+                    msg = ts.deserialize_cdr(raw, conn.msgtype)
+                except Exception as exc:
+                    report.skip("undecodable_message")
+                    report.problems.append(f"bag {bag}: a {conn.topic} message at {log_ns / 1e9:.3f} s "
+                                           f"cannot be deserialised: {exc}")
+                    continue
+                if conn.topic == image_topic:
+                    stamp = stamps.to_ns(msg.header.stamp.sec, msg.header.stamp.nanosec)
+                    yield "frame", log_ns, Frame(stamp, msg, msg.header.frame_id, len(msg.data))
+                else:
+                    try:
+                        yield "event", log_ns, parse_event(msg.data)
+                    except EventParseError as exc:
+                        yield "event", log_ns, exc
+        except BagError:
+            raise
+        except Exception as exc:  # truncated / corrupt storage part way through
+            report.problems.append(f"bag {bag}: reading stopped at a damaged part, "
+                                   f"the messages before it are used: {type(exc).__name__}: {exc}")
+    finally:
+        reader.close()
+
+
+def pair_bag(bag: str | Path, pre: Preprocessing, pairing: PairingConfig,
+             image_topic: str = DEFAULT_IMAGE_TOPIC, event_topic: str = DEFAULT_EVENT_TOPIC,
+             labels: LabelTable | None = None, buffer_s: float = 10.0,
+             on_pair: Callable[[], None] | None = None) -> tuple[PairSet | None, BagReport]:
+    """Pair every labelled event of one bag, exactly as the node would. The frames an event picks
+    are decoded and resized to the model input size; nothing else is decoded."""
+    bag = Path(bag)
+    report = BagReport(str(bag))
+    pairer = EventPairer(pairing, SnapshotBuffer(max_age_ns=int(buffer_s * 1e9)))
+    before, after, actions, ids = [], [], [], []
+    last_size: tuple[int, int] | None = None
+
+    def decode(frame: Frame) -> np.ndarray:
+        nonlocal last_size
+        rgb = message_to_rgb(frame.payload)
+        size = (rgb.shape[1], rgb.shape[0])
+        if last_size is not None and size != last_size:
+            report.problems.append(f"bag {bag}: image size changed from {last_size[0]}x{last_size[1]} to "
+                                   f"{size[0]}x{size[1]} at {frame.stamp_ns / 1e9:.3f} s; all frames are "
+                                   f"resized to {pre.input_size}x{pre.input_size}")
+        if list(size) not in report.image_sizes:
+            report.image_sizes.append(list(size))
+        last_size = size
+        return pre.resize(rgb)
+
+    def handle(outcomes) -> None:
+        for o in outcomes:
+            if o.kind == "before":
+                continue
+            report.events += 1
+            if o.kind == "error":
+                report.skip(o.status)
+                continue
+            action = o.expected_action
+            if labels is not None:
+                action = labels.lookup(bag, o.event_id, o.start_ns, o.end_ns) or action
+            if not action:
+                report.skip("unlabelled")
+                continue
+            try:
+                b, a = decode(o.before), decode(o.after)
+            except (ImageError, ValueError) as exc:
+                report.skip("bad_image")
+                report.problems.append(f"bag {bag}: event {o.event_id}: {exc}")
+                continue
+            before.append(b)
+            after.append(a)
+            actions.append(action)
+            ids.append(o.event_id)
+            report.pairs += 1
+            if on_pair:
+                on_pair()
+
+    saw_frame = saw_event = False
+    for kind, log_ns, item in iter_bag(bag, image_topic, event_topic, report):
+        if kind == "frame":
+            saw_frame = True
+            report.frames += 1
+            handle(pairer.on_frame(item))
+        elif isinstance(item, EventParseError):
+            report.skip("bad_event")
+            report.problems.append(f"bag {bag}: event at {log_ns / 1e9:.3f} s: {item}")
+        else:
+            saw_event = True
+            handle(pairer.on_event(item, log_ns))
+        handle(pairer.expire(log_ns))
+    handle(pairer.flush())
+    if not saw_frame:
+        report.problems.append(f"bag {bag}: has no messages on {image_topic}")
+    if not saw_event and saw_frame:
+        report.problems.append(f"bag {bag}: has no usable events on {event_topic}")
+    if report.skipped.get("unlabelled"):
+        report.problems.append(f"bag {bag}: {report.skipped['unlabelled']} events have no action; label them in "
+                               f"the event JSON or with a CSV sidecar (--labels)")
+    if not actions:
+        return None, report
+    return PairSet(np.stack(before), np.stack(after), actions, [], ids), report
+
+
+def _cache_key(bag: Path, pre: Preprocessing, pairing: PairingConfig, image_topic: str, event_topic: str,
+               labels: LabelTable | None, buffer_s: float) -> str:
+    files = sorted(p for p in (bag.rglob("*") if bag.is_dir() else [bag]) if p.is_file())
+    sig = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    key = json.dumps({"v": CACHE_VERSION, "files": sig, "pre": pre.to_json(), "pairing": asdict(pairing),
+                      "topics": [image_topic, event_topic], "labels": labels.content_hash() if labels else None,
+                      "buffer_s": buffer_s}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cde_ros" / "pairs"
+
+
+def read_pairs(bags: list[str | Path], pre: Preprocessing, pairing: PairingConfig,
+               image_topic: str = DEFAULT_IMAGE_TOPIC, event_topic: str = DEFAULT_EVENT_TOPIC,
+               labels: LabelTable | None = None, cache_dir: str | Path | None = None, buffer_s: float = 10.0,
+               progress: bool = True, log: Callable[[str], None] = print) -> tuple[PairSet | None, list[BagReport]]:
+    """Pairs from several bags (each its own time line), with a per-bag cache of decoded pairs.
+    A bag that cannot be used is reported and skipped; the others are used."""
+    from tqdm.auto import tqdm
+
+    cache = Path(cache_dir) if cache_dir else None
+    parts: list[PairSet] = []
+    reports: list[BagReport] = []
+    for bag in map(Path, bags):
+        cached_file = None
+        try:
+            if cache is not None and bag.exists():
+                cached_file = cache / f"{_cache_key(bag, pre, pairing, image_topic, event_topic, labels, buffer_s)}.npz"
+                if cached_file.is_file() and cached_file.with_suffix(".json").is_file():
+                    report = BagReport(**json.loads(cached_file.with_suffix(".json").read_text()))
+                    report.cached = True
+                    if report.pairs:
+                        parts.append(PairSet.load(cached_file))
+                    reports.append(report)
+                    log(f"{bag}: {report.pairs} pairs from cache {cached_file}")
+                    continue
+            bar = tqdm(desc=f"pairing {bag.name}", unit="pair", disable=not progress)
+            pairs, report = pair_bag(bag, pre, pairing, image_topic, event_topic, labels, buffer_s,
+                                     on_pair=lambda: bar.update(1))
+            bar.close()
+        except BagError as exc:
+            report = BagReport(str(bag), problems=[str(exc)])
+            report.skip("unusable_bag")
+            reports.append(report)
+            log(f"skipping: {exc}")
+            continue
+        for p in report.problems:
+            log(f"warning: {p}")
+        reports.append(report)
+        if pairs is not None:
+            parts.append(pairs)
+        if cached_file is not None and not any("damaged" in p for p in report.problems):
+            if pairs is not None:
+                pairs.save(cached_file)
+            cached_file.with_suffix(".json").write_text(json.dumps(asdict(report)))
+    return (PairSet.concat(parts) if parts else None), reports

@@ -1,0 +1,62 @@
+"""Before/after pairs as arrays: what synthetic scenes and bag recordings both turn into, what
+the trainer and evaluator consume, and what the bag cache stores (npz, never pickled)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class PairSet:
+    """N before/after pairs (uint8 N x H x W x 3) plus their labels.
+
+    `objects` names the manipulated object class where known (synthetic data), else ""."""
+
+    before: np.ndarray
+    after: np.ndarray
+    actions: list[str]
+    objects: list[str] = field(default_factory=list)
+    event_ids: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = len(self.actions)
+        if self.before.shape != self.after.shape or self.before.shape[0] != n:
+            raise ValueError(f"pair arrays do not match: before {self.before.shape}, after {self.after.shape}, {n} labels")
+        self.objects = list(self.objects) or [""] * n
+        self.event_ids = list(self.event_ids) or [""] * n
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def subset(self, index) -> "PairSet":
+        index = np.asarray(index, dtype=np.int64)
+        pick = lambda seq: [seq[i] for i in index]  # noqa: E731
+        return PairSet(self.before[index], self.after[index], pick(self.actions), pick(self.objects), pick(self.event_ids))
+
+    @staticmethod
+    def concat(parts: list["PairSet"]) -> "PairSet":
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            raise ValueError("no pairs to concatenate")
+        return PairSet(np.concatenate([p.before for p in parts]), np.concatenate([p.after for p in parts]),
+                       sum((p.actions for p in parts), []), sum((p.objects for p in parts), []),
+                       sum((p.event_ids for p in parts), []))
+
+    def save(self, path: str | Path) -> None:
+        """Atomic npz write (temp file + rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".pairs.", suffix=".npz", dir=path.parent)
+        os.close(fd)
+        np.savez(tmp, before=self.before, after=self.after, actions=np.array(self.actions, dtype=str),
+                 objects=np.array(self.objects, dtype=str), event_ids=np.array(self.event_ids, dtype=str))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PairSet":
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["before"], z["after"], z["actions"].tolist(), z["objects"].tolist(), z["event_ids"].tolist())

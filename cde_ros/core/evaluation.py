@@ -1,0 +1,174 @@
+"""Metrics and plots: accuracy, per-class accuracy and recall, confusion matrix, the rate of
+errors that predict the opposite action, and the geometry of the delta embeddings (cosine between
+class means; opposing actions should come out anti-parallel)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .actions import OPPOSITE
+from .dataset import PairSet
+
+@torch.inference_mode()
+def predict_pairs(model, pairs: PairSet, device: torch.device | str = "cpu", batch_size: int = 256,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted label index N, aggregated delta N x D) for a PairSet."""
+    model.eval()
+    pre = model.preprocessing
+    device = torch.device(device)
+    preds, deltas = [], []
+    for i in range(0, len(pairs), batch_size):
+        b = pre.normalise(np.stack([pre.resize(im) for im in pairs.before[i:i + batch_size]])).to(device)
+        a = pre.normalise(np.stack([pre.resize(im) for im in pairs.after[i:i + batch_size]])).to(device)
+        out = model(b, a)
+        preds.append(out.logits.argmax(1).cpu().numpy())
+        deltas.append(out.delta.float().cpu().numpy())
+    return np.concatenate(preds), np.concatenate(deltas)
+
+
+def classification_metrics(true: list[str], pred: list[str], labels: list[str]) -> dict[str, Any]:
+    """Accuracy, per-class accuracy (= recall), confusion matrix (rows: true, cols: predicted),
+    and the share of errors whose prediction is the true action's opposite."""
+    idx = {a: i for i, a in enumerate(labels)}
+    conf = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    for t, p in zip(true, pred):
+        if t in idx and p in idx:
+            conf[idx[t], idx[p]] += 1
+    n = len(true)
+    correct = sum(t == p for t, p in zip(true, pred))
+    per_class = {}
+    for a in labels:
+        k = sum(t == a for t in true)
+        if k:
+            per_class[a] = sum(t == a and p == a for t, p in zip(true, pred)) / k
+    errors = [(t, p) for t, p in zip(true, pred) if t != p]
+    opposite = sum(OPPOSITE.get(t) == p for t, p in errors)
+    return {
+        "n": n,
+        "accuracy": correct / n if n else float("nan"),
+        "per_class": per_class,
+        "confusion": conf.tolist(),
+        "labels": list(labels),
+        "errors": len(errors),
+        "opposite_error_rate": opposite / len(errors) if errors else 0.0,
+        "opposite_errors": opposite,
+    }
+
+
+def class_mean_cosines(deltas: np.ndarray, actions: list[str], labels: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Cosine similarity matrix between the mean delta of each present class."""
+    present = [a for a in labels if a in set(actions)]
+    acts = np.asarray(actions)
+    means = np.stack([deltas[acts == a].mean(0) for a in present]) if present else np.zeros((0, deltas.shape[1]))
+    norm = means / (np.linalg.norm(means, axis=1, keepdims=True) + 1e-12)
+    return norm @ norm.T, present
+
+
+def opposite_cosine(deltas: np.ndarray, actions: list[str], labels: list[str]) -> float:
+    """Mean cosine between the class means of opposing actions (-1 = anti-parallel)."""
+    cos, present = class_mean_cosines(deltas, actions, labels)
+    pos = {a: i for i, a in enumerate(present)}
+    vals = [cos[pos[a], pos[b]] for a, b in OPPOSITE.items() if a < b and a in pos and b in pos]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def evaluate_pairs(model, pairs: PairSet, device: torch.device | str = "cpu", batch_size: int = 256,
+                   keep_deltas: bool = False) -> dict[str, Any]:
+    labels = list(model.labels)
+    pred_idx, deltas = predict_pairs(model, pairs, device, batch_size)
+    pred = [labels[i] for i in pred_idx]
+    out = classification_metrics(pairs.actions, pred, labels)
+    out["opposite_cosine"] = opposite_cosine(deltas, pairs.actions, labels)
+    if keep_deltas:
+        out["deltas"] = deltas
+        out["predictions"] = pred
+    return out
+
+
+# ------------------------------------------------------------------------------------- plots
+
+def plot_confusion(metrics: dict[str, Any], path: str | Path, title: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = metrics["labels"]
+    conf = np.asarray(metrics["confusion"], dtype=float)
+    rows = conf.sum(1, keepdims=True)
+    norm = np.divide(conf, rows, out=np.zeros_like(conf), where=rows > 0)
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(labels), 0.8 + 0.55 * len(labels)))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            if conf[i, j]:
+                ax.text(j, i, int(conf[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_title(title or f"accuracy {metrics['accuracy']:.3f} (n={metrics['n']})")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_delta_projection(deltas: np.ndarray, actions: list[str], path: str | Path, title: str = "") -> Path:
+    """2-D PCA of the delta embeddings, coloured by true action."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = deltas - deltas.mean(0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    xy = x @ vt[:2].T
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    acts = np.asarray(actions)
+    cmap = plt.get_cmap("tab10")
+    for i, a in enumerate(sorted(set(actions))):
+        m = acts == a
+        ax.scatter(xy[m, 0], xy[m, 1], s=6, alpha=0.6, color=cmap(i % 10), label=a)
+    ax.legend(markerscale=3, fontsize=7, loc="best")
+    ax.set_title(title or "delta embeddings (PCA)")
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_cosine_matrix(deltas: np.ndarray, actions: list[str], labels: list[str], path: str | Path,
+                       title: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cos, present = class_mean_cosines(deltas, actions, labels)
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(present), 0.8 + 0.55 * len(present)))
+    im = ax.imshow(cos, cmap="RdBu_r", vmin=-1, vmax=1)
+    ax.set_xticks(range(len(present)), present, rotation=45, ha="right")
+    ax.set_yticks(range(len(present)), present)
+    for i in range(len(present)):
+        for j in range(len(present)):
+            ax.text(j, i, f"{cos[i, j]:.1f}", ha="center", va="center", fontsize=6)
+    ax.set_title(title or "cosine between class-mean deltas")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

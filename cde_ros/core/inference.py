@@ -1,0 +1,145 @@
+"""Inference API: two RGB images (or a batch of pairs) in, action probabilities and deltas out.
+
+The before frame can be encoded ahead of time (`encode`) and passed to `classify` later, so at
+the end of an event only the after frame is left to encode. Runs under `torch.inference_mode`, on
+CUDA with fp16/bf16 autocast when available, else on CPU in fp32.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+
+from .model import CausalDeltaModel, Encoding
+from .training import pick_device
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+@dataclass
+class EncodedFrame:
+    """The projected tokens of one frame (on the model's device) and how long encoding took."""
+
+    encoding: Encoding
+    ms: float
+
+
+@dataclass
+class Prediction:
+    action: str
+    confidence: float
+    scores: dict[str, float]
+    delta: np.ndarray  # D, aggregated delta
+    topk_delta: np.ndarray | None  # K x D (patch head)
+    topk_index: np.ndarray | None  # K patch indices (patch head)
+    timings_ms: dict[str, float]
+
+
+Image = Union[np.ndarray, EncodedFrame]
+
+
+class Predictor:
+    def __init__(self, model_dir: str | Path, device: str = "auto", precision: str = "auto") -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.device = pick_device(device)
+        self.model, self.meta = CausalDeltaModel.load(model_dir)
+        self.model.to(self.device).eval()
+        self.model_dir = Path(model_dir)
+        self.model_id: str = self.meta["model_id"]
+        if precision == "auto":
+            precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if self.device.type == "cuda" else "fp32"
+        if precision != "fp32" and self.device.type != "cuda":
+            raise ValueError(f"precision {precision} needs a CUDA device; this one is {self.device}")
+        self.precision = precision
+        self._amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.model.labels)
+
+    @property
+    def preprocessing(self):
+        return self.model.preprocessing
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self._amp_dtype, enabled=self._amp_dtype is not None)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @torch.inference_mode()
+    def encode(self, rgb: np.ndarray) -> EncodedFrame:
+        """Encode one HxWx3 uint8 RGB frame (any size: it is resized like in training)."""
+        t0 = time.perf_counter()
+        x = self.preprocessing.prepare([rgb]).to(self.device)
+        with self._autocast():
+            enc = self.model.encode(x)
+        self._sync()
+        return EncodedFrame(enc, (time.perf_counter() - t0) * 1e3)
+
+    @torch.inference_mode()
+    def classify(self, before: Image, after: Image) -> Prediction:
+        """One pair; either side may be an RGB array or an `EncodedFrame` from `encode`."""
+        t0 = time.perf_counter()
+        eb = before if isinstance(before, EncodedFrame) else self.encode(before)
+        ea = after if isinstance(after, EncodedFrame) else self.encode(after)
+        t1 = time.perf_counter()
+        with self._autocast():
+            out = self.model.head(eb.encoding, ea.encoding)
+        probs = out.logits.float().softmax(-1)[0].cpu().numpy()
+        t2 = time.perf_counter()
+        return self._prediction(probs, out, 0, {
+            "encode_before_ms": eb.ms, "encode_after_ms": ea.ms, "head_ms": (t2 - t1) * 1e3,
+            "call_ms": (t2 - t0) * 1e3})
+
+    @torch.inference_mode()
+    def classify_pairs(self, befores: Sequence[np.ndarray], afters: Sequence[np.ndarray],
+                       batch_size: int = 64) -> list[Prediction]:
+        if len(befores) != len(afters):
+            raise ValueError(f"{len(befores)} before frames but {len(afters)} after frames")
+        out_list: list[Prediction] = []
+        pre = self.preprocessing
+        for i in range(0, len(befores), batch_size):
+            t0 = time.perf_counter()
+            b = pre.prepare(list(befores[i:i + batch_size])).to(self.device)
+            a = pre.prepare(list(afters[i:i + batch_size])).to(self.device)
+            with self._autocast():
+                out = self.model(b, a)
+            probs = out.logits.float().softmax(-1).cpu().numpy()
+            ms = (time.perf_counter() - t0) * 1e3 / len(b)
+            out_list += [self._prediction(probs[j], out, j, {"per_pair_ms": ms}) for j in range(len(b))]
+        return out_list
+
+    def _prediction(self, probs: np.ndarray, out, j: int, timings: dict[str, float]) -> Prediction:
+        k = int(probs.argmax())
+        return Prediction(
+            action=self.labels[k], confidence=float(probs[k]),
+            scores={a: float(p) for a, p in zip(self.labels, probs)},
+            delta=out.delta[j].float().cpu().numpy(),
+            topk_delta=None if out.topk_delta is None else out.topk_delta[j].float().cpu().numpy(),
+            topk_index=None if out.topk_index is None else out.topk_index[j].cpu().numpy(),
+            timings_ms=timings)
+
+    def warmup(self, iterations: int = 2) -> float:
+        """Run a few dummy pairs (allocations, cuDNN autotune). Returns the last call's ms."""
+        s = self.preprocessing.input_size
+        img = np.zeros((s, s, 3), np.uint8)
+        ms = 0.0
+        for _ in range(iterations):
+            ms = self.classify(img, img).timings_ms["call_ms"]
+        return ms
+
+    def release(self) -> None:
+        """Free device memory (the node calls this on deactivate / cleanup)."""
+        self.model.to("cpu")
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def to_device(self) -> None:
+        self.model.to(self.device)

@@ -1,0 +1,278 @@
+"""The causal delta embedding model (Alimisis & Diou, arXiv 2508.04492).
+
+    tokens = phi(image)                     timm backbone: a global token and N patch tokens
+    z      = proj(tokens)                   causal projector, an MLP applied per token -> embed_dim
+    delta  = z(after) - z(before)
+
+Heads (`head`):
+- ``global``: delta of the projected global token (CLS for ViTs, mean-pooled for CNNs).
+- ``patch``:  per-patch deltas; the K patches with the largest ||delta_i||_2 are kept and the
+  aggregated delta is their plain mean, ``delta = (1/K) * sum_{i in TopK} delta_i``. Keeping
+  only the most-changed patches lets the embedding ignore the parts of a cluttered scene that
+  did not take part in the manipulation; the mean keeps the scale independent of K.
+- ``baseline``: Causal Triplet's baseline, a classifier on ``[z_before, z_after - z_before]`` of
+  the global token (no delta-only bottleneck); trained with cross-entropy only by convention.
+
+A linear classifier maps the aggregated delta (or the baseline's concatenation) to the actions.
+
+Files: ``model.safetensors`` (weights) and ``model.json`` (labels, backbone, preprocessing, head,
+K, training config and metrics). Loading never unpickles anything.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .preprocess import Preprocessing
+
+HEADS = ("global", "patch", "baseline")
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "model.json"
+FORMAT_VERSION = 1
+
+
+class ModelFileError(RuntimeError):
+    """A model directory that is missing, incomplete or does not match its description."""
+
+
+@dataclass
+class ModelConfig:
+    """Architecture. Everything needed to rebuild the network before loading weights."""
+
+    backbone: str = "vit_tiny_patch16_224"
+    # keyword arguments for timm.create_model (img_size, patch_size, embed_dim, depth, ...)
+    backbone_kwargs: dict[str, Any] = field(default_factory=lambda: {
+        "patch_size": 8, "embed_dim": 128, "depth": 4, "num_heads": 4, "mlp_ratio": 2.0})
+    # a local checkpoint (.safetensors, .pth, .bin) for the backbone, loaded through timm's
+    # pretrained mechanism (pretrained_cfg_overlay=dict(file=...)); empty: random init
+    pretrained_file: str = ""
+    embed_dim: int = 256
+    projector_hidden: int = 256
+    head: str = "patch"
+    top_k: int = 8
+    labels: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+
+
+class Backbone(nn.Module):
+    """A timm model seen as (global token, patch tokens).
+
+    ViT-like models: the class token (or the mean of the patch tokens when the model has none)
+    and the patch tokens after the prefix tokens. CNNs: each cell of the last feature map is a
+    patch and the global token is their mean."""
+
+    def __init__(self, name: str, input_size: int, kwargs: dict[str, Any], pretrained_file: str = "") -> None:
+        super().__init__()
+        import timm
+
+        kwargs = dict(kwargs)
+        if pretrained_file:
+            path = Path(pretrained_file).expanduser()
+            if not path.is_file():
+                raise ModelFileError(f"pretrained backbone file {path} does not exist")
+            kwargs["pretrained_cfg_overlay"] = dict(file=str(path))
+        is_vit = "vit" in name or "deit" in name or "eva" in name
+        if is_vit:
+            kwargs.setdefault("img_size", input_size)
+        try:
+            self.net = timm.create_model(name, pretrained=bool(pretrained_file), num_classes=0, **kwargs)
+        except RuntimeError as exc:
+            raise ModelFileError(f"could not build backbone {name!r} with {kwargs}: {exc}") from exc
+        self.num_prefix = int(getattr(self.net, "num_prefix_tokens", 0))
+        self.has_cls = bool(getattr(self.net, "cls_token", None) is not None)
+        with torch.no_grad():
+            was_training = self.net.training
+            self.net.eval()
+            feats = self.net.forward_features(torch.zeros(1, 3, input_size, input_size))
+            self.net.train(was_training)
+        self.token_layout = "nchw" if feats.ndim == 4 else "nld"
+        self.dim = int(feats.shape[1] if feats.ndim == 4 else feats.shape[-1])
+        self.num_patches = int(feats.shape[2] * feats.shape[3] if feats.ndim == 4 else feats.shape[1] - self.num_prefix)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.net.forward_features(x)
+        if self.token_layout == "nchw":
+            patches = feats.flatten(2).transpose(1, 2)
+            return patches.mean(1), patches
+        patches = feats[:, self.num_prefix:]
+        glob = feats[:, 0] if self.has_cls else patches.mean(1)
+        return glob, patches
+
+
+@dataclass
+class Encoding:
+    """Projected tokens of a batch of images: reusable as the 'before' side of a pair."""
+
+    glob: torch.Tensor  # B x D
+    patches: torch.Tensor  # B x N x D
+
+
+@dataclass
+class DeltaOutput:
+    logits: torch.Tensor  # B x C
+    delta: torch.Tensor  # B x D, the aggregated delta (baseline: z_after - z_before of the global token)
+    topk_delta: torch.Tensor | None  # B x K x D (patch head)
+    topk_index: torch.Tensor | None  # B x K patch indices (patch head)
+
+
+class CausalDeltaModel(nn.Module):
+    def __init__(self, config: ModelConfig, preprocessing: Preprocessing) -> None:
+        super().__init__()
+        if not config.labels:
+            raise ValueError("ModelConfig.labels is empty: the model needs the action names")
+        self.config = config
+        self.preprocessing = preprocessing
+        self.backbone = Backbone(config.backbone, preprocessing.input_size, config.backbone_kwargs,
+                                 config.pretrained_file)
+        d = config.embed_dim
+        self.projector = nn.Sequential(
+            nn.Linear(self.backbone.dim, config.projector_hidden), nn.GELU(),
+            nn.Linear(config.projector_hidden, d))
+        in_features = 2 * d if config.head == "baseline" else d
+        self.classifier = nn.Linear(in_features, len(config.labels))
+        self.top_k = min(config.top_k, self.backbone.num_patches)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.config.labels
+
+    def encode(self, x: torch.Tensor) -> Encoding:
+        glob, patches = self.backbone(x)
+        if self.config.head == "patch":
+            return Encoding(self.projector(glob), self.projector(patches))
+        return Encoding(self.projector(glob), patches[:, :0])  # patch tokens are not needed
+
+    def head(self, before: Encoding, after: Encoding) -> DeltaOutput:
+        head = self.config.head
+        if head == "patch":
+            deltas = after.patches - before.patches  # B x N x D
+            norms = deltas.norm(dim=-1)
+            idx = norms.topk(self.top_k, dim=1).indices  # B x K
+            top = deltas.gather(1, idx.unsqueeze(-1).expand(-1, -1, deltas.shape[-1]))
+            delta = top.mean(1)
+            return DeltaOutput(self.classifier(delta), delta, top, idx)
+        delta = after.glob - before.glob
+        if head == "global":
+            return DeltaOutput(self.classifier(delta), delta, None, None)
+        return DeltaOutput(self.classifier(torch.cat([before.glob, delta], dim=-1)), delta, None, None)
+
+    def forward(self, before: torch.Tensor, after: torch.Tensor) -> DeltaOutput:
+        # one backbone pass over both views (batch norm layers see the same statistics)
+        enc = self.encode(torch.cat([before, after], 0))
+        n = before.shape[0]
+        b = Encoding(enc.glob[:n], enc.patches[:n])
+        a = Encoding(enc.glob[n:], enc.patches[n:])
+        return self.head(b, a)
+
+    # ------------------------------------------------------------------------------ files
+
+    def save(self, directory: str | Path, extra: dict[str, Any] | None = None) -> str:
+        """Write weights and JSON atomically (temp files, then rename). Returns the model id."""
+        from safetensors.torch import save_file
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        tmp_w = _tmp_path(out, WEIGHTS_FILE)
+        save_file(state, str(tmp_w), metadata={"format": "pt"})
+        model_id = _file_hash(tmp_w)
+        config = asdict(self.config)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "model_id": model_id,
+            "labels": list(self.labels),
+            "backbone": self.config.backbone,
+            "input_size": self.preprocessing.input_size,
+            "preprocessing": self.preprocessing.to_json(),
+            "head": self.config.head,
+            "top_k": self.top_k,
+            "embed_dim": self.config.embed_dim,
+            "model_config": config,
+            **(extra or {}),
+        }
+        tmp_m = _tmp_path(out, META_FILE)
+        tmp_m.write_text(json.dumps(meta, indent=2, sort_keys=False, default=_json_default) + "\n")
+        os.replace(tmp_w, out / WEIGHTS_FILE)
+        os.replace(tmp_m, out / META_FILE)
+        return model_id
+
+    @classmethod
+    def load(cls, directory: str | Path, map_location: str = "cpu") -> tuple["CausalDeltaModel", dict]:
+        """Rebuild from `model.json` and load `model.safetensors`. Raises ModelFileError."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        d = Path(directory).expanduser()
+        meta = read_meta(d)
+        weights = d / WEIGHTS_FILE
+        if not weights.is_file():
+            raise ModelFileError(f"{weights} is missing (a model directory holds {WEIGHTS_FILE} and {META_FILE})")
+        try:
+            mc = dict(meta["model_config"])
+            mc["pretrained_file"] = ""  # the saved weights already include the backbone
+            config = ModelConfig(**mc)
+            pre = Preprocessing.from_json(meta["preprocessing"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{d / META_FILE} is not a cde_ros model description: {exc}") from exc
+        model = cls(config, pre)
+        try:
+            state = load_file(str(weights), device=map_location)
+        except (SafetensorError, OSError) as exc:
+            raise ModelFileError(f"{weights} is not a readable safetensors file: {exc}") from exc
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ModelFileError(f"{weights} does not match {META_FILE}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        model.eval()
+        return model, meta
+
+
+def read_meta(directory: str | Path) -> dict:
+    d = Path(directory).expanduser()
+    if not d.is_dir():
+        raise ModelFileError(f"model directory {d} does not exist")
+    meta_path = d / META_FILE
+    if not meta_path.is_file():
+        raise ModelFileError(f"{meta_path} is missing (a model directory holds {WEIGHTS_FILE} and {META_FILE})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{meta_path} is not valid JSON: {exc}") from exc
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(f"{meta_path} has format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
+    return meta
+
+
+def _tmp_path(directory: Path, name: str) -> Path:
+    fd, p = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
+    os.close(fd)
+    os.chmod(p, 0o644)  # mkstemp makes 0600; model files are meant to be shared and installed
+    return Path(p)
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (tuple, set, frozenset)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

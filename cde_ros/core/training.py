@@ -1,0 +1,277 @@
+"""The training loop, shared by `cde-ros train` (bags), the benchmark and the shipped model.
+
+- Inputs are `PairSet`s already resized to the model's input size (`resize_pairs`).
+- Each epoch: train with AdamW + cosine schedule, log every loss term, evaluate on the validation
+  pairs, write a checkpoint atomically (`checkpoint/state.safetensors` + `state.json`; optimizer
+  state included, nothing pickled) so `resume=True` continues where an interrupted run stopped.
+- The final model is the last epoch's (no epoch is picked on test data).
+- Under `torchrun` (WORLD_SIZE > 1) it trains with DistributedDataParallel; rank 0 writes files.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .actions import OPPOSITE
+from .dataset import PairSet
+from .evaluation import evaluate_pairs
+from .losses import LossWeights, causal_delta_loss
+from .model import CausalDeltaModel, ModelConfig
+from .preprocess import Preprocessing
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    seed: int = 0
+    loss: LossWeights = field(default_factory=LossWeights)
+    # augmentation: independent brightness jitter per view, and horizontal flips that swap
+    # push_left <-> push_right (the only labels a mirror changes)
+    augment: bool = True
+    device: str = "auto"
+    threads: int = 0  # torch CPU threads; 0 = all cores
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        data = dict(data)
+        loss = LossWeights(**data.pop("loss", {}))
+        unknown = set(data) - {f for f in cls.__dataclass_fields__}
+        if unknown:
+            raise ValueError(f"unknown training options: {sorted(unknown)}")
+        return cls(loss=loss, **data)
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+    return torch.device(device)
+
+
+def resize_pairs(pairs: PairSet, pre: Preprocessing) -> PairSet:
+    """Resize every frame to the model input size with the shared preprocessing."""
+    s = pre.input_size
+    if pairs.before.shape[1:3] == (s, s):
+        return pairs
+    before = np.stack([pre.resize(im) for im in pairs.before])
+    after = np.stack([pre.resize(im) for im in pairs.after])
+    return PairSet(before, after, pairs.actions, pairs.objects, pairs.event_ids)
+
+
+def _flip_map(labels: list[str]) -> torch.Tensor:
+    idx = {a: i for i, a in enumerate(labels)}
+    out = list(range(len(labels)))
+    for a in ("push_left", "push_right"):
+        if a in idx and OPPOSITE[a] in idx:
+            out[idx[a]] = idx[OPPOSITE[a]]
+    return torch.tensor(out)
+
+
+def _augment(b: torch.Tensor, a: torch.Tensor, y: torch.Tensor, flip_map: torch.Tensor, gen: torch.Generator):
+    n = b.shape[0]
+    flip = torch.rand(n, generator=gen) < 0.5
+    b = torch.where(flip[:, None, None, None], b.flip(3), b)
+    a = torch.where(flip[:, None, None, None], a.flip(3), a)
+    y = torch.where(flip, flip_map[y], y)
+    gb = 1 + 0.3 * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)
+    ga = 1 + 0.3 * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)
+    return b * gb, a * ga, y
+
+
+@dataclass
+class TrainResult:
+    model: CausalDeltaModel
+    history: list[dict[str, float]]
+    model_id: str | None
+    seconds: float
+
+
+def _dist_info() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _save_checkpoint(directory: Path, model: nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt_state = opt.state_dict()
+    for pid, st in opt_state["state"].items():
+        for k, v in st.items():
+            t = v if torch.is_tensor(v) else torch.tensor(v)
+            tensors[f"opt.{pid}.{k}"] = t.detach().cpu().contiguous()
+    tmp = directory / ".state.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    tmp_json = directory / ".state.json.tmp"
+    tmp_json.write_text(json.dumps({**state, "param_groups": opt_state["param_groups"]}, indent=1))
+    os.replace(tmp, directory / "state.safetensors")
+    os.replace(tmp_json, directory / "state.json")
+
+
+def _load_checkpoint(directory: Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(directory / "state.safetensors"))
+    state = json.loads((directory / "state.json").read_text())
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    opt_state: dict[str, Any] = {"state": {}, "param_groups": state.pop("param_groups")}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, pid, name = k.split(".", 2)
+            opt_state["state"].setdefault(int(pid), {})[name] = v
+    opt.load_state_dict(opt_state)
+    return state
+
+
+def train(train_pairs: PairSet, val_pairs: PairSet | None, labels: list[str], model_cfg: ModelConfig,
+          pre: Preprocessing, cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = False,
+          progress: bool = True, log: Callable[[str], None] = print,
+          extra_meta: dict[str, Any] | None = None) -> TrainResult:
+    """Train a model on `train_pairs`; evaluate on `val_pairs` each epoch; save to `out_dir`."""
+    from tqdm.auto import tqdm
+
+    world, rank, local_rank = _dist_info()
+    distributed = world > 1
+    if distributed:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+    else:
+        device = pick_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    unknown = sorted(set(train_pairs.actions) - set(labels))
+    if unknown:
+        raise ValueError(f"training pairs carry actions that are not in the label set: {unknown}")
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    model_cfg = replace(model_cfg, labels=list(labels))
+    if model_cfg.head == "baseline":
+        cfg = replace(cfg, loss=replace(cfg.loss, alpha_contrast=0.0, alpha_sparsity=0.0))
+    model = CausalDeltaModel(model_cfg, pre).to(device)
+    train_pairs = resize_pairs(train_pairs, pre)
+    val_pairs = resize_pairs(val_pairs, pre) if val_pairs is not None and len(val_pairs) else None
+    label_idx = {a: i for i, a in enumerate(labels)}
+    y_all = torch.tensor([label_idx[a] for a in train_pairs.actions])
+    before_all = torch.from_numpy(train_pairs.before)
+    after_all = torch.from_numpy(train_pairs.after)
+    n = len(train_pairs)
+    if n < 2:
+        raise ValueError(f"need at least 2 training pairs, got {n}")
+    none_index = label_idx.get("none")
+    flip_map = _flip_map(labels)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    per_rank = math.ceil(n / world)
+    steps_per_epoch = max(1, math.ceil(per_rank / cfg.batch_size))
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = max(1, int(cfg.warmup_epochs * steps_per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, total_steps)))))
+    ddp_model: nn.Module = model
+    if distributed:
+        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    ckpt_dir = Path(out_dir) / CHECKPOINT_DIR if out_dir else None
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    if resume and ckpt_dir and (ckpt_dir / "state.json").is_file():
+        state = _load_checkpoint(ckpt_dir, model, opt)
+        start_epoch, history = int(state["epoch"]), list(state["history"])
+        with warnings.catch_warnings():  # stepping the schedule without optimizer steps is the point here
+            warnings.simplefilter("ignore", UserWarning)
+            sched.last_epoch = start_epoch * steps_per_epoch - 1
+            sched.step()
+        if rank == 0:
+            log(f"resuming from {ckpt_dir} after epoch {start_epoch}/{cfg.epochs}")
+    elif resume and rank == 0:
+        log(f"no checkpoint in {ckpt_dir}; starting from scratch")
+
+    use_amp = device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    t0 = time.perf_counter()
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        order = torch.randperm(n, generator=gen)
+        if distributed:  # each rank its own slice of the same permutation
+            order = order[rank::world]
+        sums: dict[str, float] = {}
+        correct = seen = 0
+        bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                   disable=not progress or rank != 0, leave=False)
+        for i in bar:
+            idx = order[i:i + cfg.batch_size]
+            b, a, y = before_all[idx], after_all[idx], y_all[idx]
+            xb, xa = pre.normalise(b), pre.normalise(a)
+            if cfg.augment:
+                xb, xa, y = _augment(xb, xa, y, flip_map, gen)
+            xb, xa, y = xb.to(device, non_blocking=True), xa.to(device, non_blocking=True), y.to(device)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                out = ddp_model(xb, xa)
+            loss, terms = causal_delta_loss(out.logits, out.delta, y, cfg.loss, none_index)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v * len(idx)
+            correct += int((out.logits.argmax(1) == y).sum())
+            seen += len(idx)
+            bar.set_postfix(loss=f"{terms['total']:.3f}")
+        row = {"epoch": epoch + 1, **{f"train_{k}": v / max(1, seen) for k, v in sums.items()},
+               "train_accuracy": correct / max(1, seen), "lr": opt.param_groups[0]["lr"]}
+        if val_pairs is not None and rank == 0:
+            row["val_accuracy"] = evaluate_pairs(model, val_pairs, device=device, batch_size=256)["accuracy"]
+        history.append(row)
+        if rank == 0:
+            if ckpt_dir:
+                _save_checkpoint(ckpt_dir, model, opt, {"epoch": epoch + 1, "history": history,
+                                                        "train_config": _cfg_json(cfg)})
+            log("epoch {epoch}/{total}: ".format(epoch=epoch + 1, total=cfg.epochs) + ", ".join(
+                f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch",)))
+    seconds = time.perf_counter() - t0
+    model.eval()
+    model_id = None
+    if out_dir and rank == 0:
+        meta = {"training": {"config": _cfg_json(cfg), "history": history, "pairs": n,
+                             "val_pairs": len(val_pairs) if val_pairs is not None else 0,
+                             "seconds": round(seconds, 1), "world_size": world},
+                **(extra_meta or {})}
+        if history:
+            meta["metrics"] = {k: v for k, v in history[-1].items() if k != "epoch"}
+        model_id = model.save(out_dir, meta)
+    if distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return TrainResult(model, history, model_id, seconds)
+
+
+def _cfg_json(cfg: TrainConfig) -> dict[str, Any]:
+    return asdict(cfg)

@@ -1,0 +1,523 @@
+"""`perception_node`: camera frames and manipulation events in, recognised actions out.
+
+A lifecycle node (see CONTRACT.md for the topics and JSON):
+
+- configure:  read and validate parameters, build the snapshot buffer and the event pairer, load
+              the model on the CPU. A model that cannot be loaded is not fatal: the node stays up
+              and answers every event with status `model_error` saying why.
+- activate:   move the model to its device, warm it up, start the inference worker, subscribe.
+- deactivate: unsubscribe, stop the worker, move the model off the GPU and free its memory.
+- cleanup:    drop the model, the buffer and open events.
+
+Threads: image and event callbacks only store messages and run the (cheap) pairing logic under a
+lock; decoding and the model run on a worker thread fed by a bounded queue, so image callbacks
+never wait on the model. The before frame is encoded as soon as an event's start is paired, so
+at the end only the after frame is left to encode.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import Executor, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from ..core import stamps
+from ..core.events import EventParseError, EventPhase, parse_event
+from ..core.images import ImageError
+from ..core.pairing import EventPairer, Outcome, PairingConfig
+from ..core.snapshot import SnapshotBuffer
+from . import conversions
+
+NODE_NAME = "cde_perception"
+
+
+@dataclass
+class _Param:
+    default: Any
+    description: str
+    read_only: bool = True
+    range: tuple[float, float] | None = None
+    choices: tuple[str, ...] | None = None
+
+
+# name -> definition; every one is documented in config/perception.yaml as well
+PARAMS: dict[str, _Param] = {
+    "image_topic": _Param("/camera/image_raw", "Raw camera topic (sensor_msgs/Image); with image_transport "
+                          "'compressed' the node subscribes to <image_topic>/compressed instead."),
+    "image_transport": _Param("raw", "raw: sensor_msgs/Image; compressed: sensor_msgs/CompressedImage (JPEG/PNG).",
+                              choices=("raw", "compressed")),
+    "image_qos_reliability": _Param("best_effort", "Camera subscription reliability (sensor-data QoS by default).",
+                                    choices=("best_effort", "reliable")),
+    "image_qos_depth": _Param(5, "Camera subscription queue depth.", range=(1, 1000)),
+    "event_topic": _Param("/cde/event", "Manipulation events (std_msgs/String, JSON)."),
+    "action_topic": _Param("/cde/action", "Results (std_msgs/String, JSON), one per finished event."),
+    "delta_topic": _Param("/cde/delta", "Delta embeddings (sensor_msgs/Image, 32FC1)."),
+    "publish_delta": _Param(True, "Publish the delta embedding image."),
+    "model_dir": _Param("", "Model directory (model.safetensors + model.json); empty: the shipped model."),
+    "device": _Param("auto", "auto (cuda when available), cuda, cuda:N or cpu.", choices=None),
+    "precision": _Param("auto", "auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16.",
+                        choices=("auto", "fp32", "fp16", "bf16")),
+    "warmup": _Param(True, "Run dummy inferences at activation so the first event is not slow."),
+    "buffer_seconds": _Param(10.0, "Keep frames this long (relative to the newest stamp).", range=(0.1, 600.0)),
+    "buffer_max_frames": _Param(600, "Upper bound on buffered frames.", range=(2, 100000)),
+    "buffer_max_mb": _Param(512.0, "Upper bound on buffered frame bytes, MiB.", range=(1.0, 65536.0)),
+    "pre_offset": _Param(0.1, "Before frame: newest frame with stamp <= start - pre_offset (s).", range=(0.0, 60.0)),
+    "post_settle": _Param(0.3, "After frame: oldest frame with stamp >= end + post_settle (s).", range=(0.0, 60.0)),
+    "max_event_duration": _Param(30.0, "A start without an end for this long times out (s).", range=(0.1, 3600.0)),
+    "after_wait": _Param(2.0, "Give up waiting for the after frame this long after end + post_settle (s).",
+                         range=(0.0, 600.0)),
+    "max_open_events": _Param(32, "Open events at most; further starts are dropped and reported.", range=(1, 10000)),
+    "max_queue": _Param(16, "Inference jobs waiting at most; further events are dropped and reported.",
+                        range=(1, 10000)),
+    "confidence_threshold": _Param(0.0, "Below this confidence the action is reported as 'unknown'.",
+                                   read_only=False, range=(0.0, 1.0)),
+    "diagnostics_period": _Param(1.0, "Seconds between /diagnostics messages.", range=(0.05, 60.0)),
+    "autostart": _Param(True, "Configure and activate on start-up (set false when a lifecycle manager does it)."),
+}
+
+
+def _descriptor(name: str, p: _Param) -> ParameterDescriptor:
+    d = ParameterDescriptor(name=name, description=p.description, read_only=p.read_only)
+    if p.choices:
+        d.additional_constraints = "one of: " + ", ".join(p.choices)
+    if p.range is not None:
+        if isinstance(p.default, bool):
+            pass
+        elif isinstance(p.default, int):
+            d.integer_range = [IntegerRange(from_value=int(p.range[0]), to_value=int(p.range[1]), step=1)]
+        else:
+            d.floating_point_range = [FloatingPointRange(from_value=float(p.range[0]), to_value=float(p.range[1]),
+                                                         step=0.0)]
+    return d
+
+
+class _Latency:
+    def __init__(self, n: int = 500) -> None:
+        self.values: deque[float] = deque(maxlen=n)
+
+    def add(self, ms: float) -> None:
+        self.values.append(ms)
+
+    def percentiles(self) -> dict[str, float]:
+        if not self.values:
+            return {}
+        v = np.asarray(self.values)
+        return {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)), "max": float(v.max())}
+
+
+@dataclass
+class _Job:
+    kind: str  # before | pair | error
+    outcome: Outcome
+    ready: float  # perf_counter when the outcome was produced
+
+
+class PerceptionNode(LifecycleNode):
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        for name, p in PARAMS.items():
+            self.declare_parameter(name, p.default, _descriptor(name, p))
+        self._lock = threading.Lock()
+        self._predictor = None
+        self._model_error = ""
+        self._pairer: EventPairer | None = None
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._befores: dict[str, Any] = {}
+        self._subs: list[Any] = []
+        self._timers: list[Any] = []
+        self._latency = _Latency()
+        self._data_clock: tuple[int, float] | None = None  # (newest data stamp, monotonic time seen)
+        self.counters = {"frames": 0, "events": 0, "bad_events": 0, "results": 0, "dropped_events": 0,
+                         "bad_images": 0, "befores_not_precomputed": 0}
+        self._rate_window: deque[float] = deque(maxlen=200)
+        self._cb_sensor = MutuallyExclusiveCallbackGroup()
+        self._cb_events = MutuallyExclusiveCallbackGroup()
+        self._cb_timers = MutuallyExclusiveCallbackGroup()
+
+    # ------------------------------------------------------------------ parameters
+
+    def _p(self, name: str) -> Any:
+        return self.get_parameter(name).value
+
+    def _validate(self) -> list[str]:
+        errors = []
+        for name, p in PARAMS.items():
+            v = self._p(name)
+            if p.choices and v not in p.choices:
+                errors.append(f"{name}={v!r} is not one of {p.choices}")
+            if p.range is not None and not isinstance(v, bool) and not p.range[0] <= v <= p.range[1]:
+                errors.append(f"{name}={v!r} is outside [{p.range[0]}, {p.range[1]}]")
+        dev = self._p("device")
+        if not (dev in ("auto", "cpu", "cuda") or str(dev).startswith("cuda:")):
+            errors.append(f"device={dev!r} must be auto, cpu, cuda or cuda:N")
+        return errors
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Validate parameters, build buffer and pairer, load the model (CPU)."""
+        errors = self._validate()
+        if errors:
+            for e in errors:
+                self.get_logger().error(f"parameter: {e}")
+            return TransitionCallbackReturn.FAILURE
+        self._pairing = PairingConfig(pre_offset_s=self._p("pre_offset"), post_settle_s=self._p("post_settle"),
+                                      max_event_duration_s=self._p("max_event_duration"),
+                                      after_wait_s=self._p("after_wait"), max_open_events=self._p("max_open_events"))
+        self._buffer = SnapshotBuffer(max_age_ns=int(self._p("buffer_seconds") * 1e9),
+                                      max_frames=self._p("buffer_max_frames"),
+                                      max_bytes=int(self._p("buffer_max_mb") * 1024 * 1024))
+        self._pairer = EventPairer(self._pairing, self._buffer)
+        self._queue = queue.Queue(maxsize=self._p("max_queue"))
+        self._load_model()
+        reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                              durability=DurabilityPolicy.VOLATILE)
+        self._pub_action = self.create_lifecycle_publisher(String, self._p("action_topic"), reliable)
+        self._pub_delta = self.create_lifecycle_publisher(Image, self._p("delta_topic"), 10)
+        self._pub_diag = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._srv_start = self.create_service(Trigger, "~/start", self._srv_phase("start"),
+                                              callback_group=self._cb_events)
+        self._srv_end = self.create_service(Trigger, "~/end", self._srv_phase("end"), callback_group=self._cb_events)
+        self.get_logger().info(f"configured: images from {self._image_topic()} ({self._p('image_transport')}), "
+                               f"decoder {conversions.IMAGE_DECODER}, events from {self._p('event_topic')}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Model to device and warm-up, worker thread, subscriptions, timers."""
+        if self._predictor is not None:
+            try:
+                self._predictor.to_device()
+                if self._p("warmup"):
+                    ms = self._predictor.warmup()
+                    self.get_logger().info(f"warm-up done on {self._predictor.device}: {ms:.1f} ms per pair")
+            except Exception as exc:  # noqa: BLE001  (CUDA out of memory, driver errors, ...)
+                self._model_error = f"model could not run on {self._predictor.device}: {exc}"
+                self.get_logger().error(self._model_error)
+                self._predictor = None
+        self._worker = threading.Thread(target=self._work, name="cde_inference", daemon=True)
+        self._worker.start()
+        image_qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=self._p("image_qos_depth"),
+            reliability=(ReliabilityPolicy.RELIABLE if self._p("image_qos_reliability") == "reliable"
+                         else qos_profile_sensor_data.reliability))
+        msg_type = CompressedImage if self._p("image_transport") == "compressed" else Image
+        self._subs = [
+            self.create_subscription(msg_type, self._image_topic(), self._on_image, image_qos,
+                                     callback_group=self._cb_sensor),
+            self.create_subscription(String, self._p("event_topic"), self._on_event,
+                                     QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE),
+                                     callback_group=self._cb_events),
+        ]
+        self._timers = [
+            self.create_timer(0.1, self._on_expire_timer, callback_group=self._cb_timers),
+            self.create_timer(self._p("diagnostics_period"), self._publish_diagnostics, callback_group=self._cb_timers),
+        ]
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Unsubscribe, stop the worker, free device memory."""
+        self._stop_io()
+        if self._predictor is not None:
+            self._predictor.release()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Drop the model, buffer, open events and publishers."""
+        self._predictor = None
+        self._befores.clear()
+        with self._lock:
+            self._pairer = None
+        for pub in (self._pub_action, self._pub_delta, self._pub_diag):
+            self.destroy_lifecycle_publisher(pub)
+        self.destroy_service(self._srv_start)
+        self.destroy_service(self._srv_end)
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """From any state: stop inputs and the worker, drop the model."""
+        self._stop_io()
+        self._predictor = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_io(self) -> None:
+        """Unsubscribe, stop the timers, then let the worker finish the jobs it has and stop."""
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        for timer in self._timers:
+            self.destroy_timer(timer)
+        self._subs, self._timers = [], []
+        if self._worker is not None:
+            self._queue.put(None)  # blocks only while the bounded queue is full of jobs being drained
+            self._worker.join(timeout=10.0)
+            self._worker = None
+
+    def _image_topic(self) -> str:
+        t = self._p("image_topic")
+        return t.rstrip("/") + "/compressed" if self._p("image_transport") == "compressed" else t
+
+    def _load_model(self) -> None:
+        from ..core.inference import Predictor
+        from ..core.model import ModelFileError
+        from ..core.paths import shipped_model_dir
+
+        self._predictor, self._model_error = None, ""
+        try:
+            model_dir = self._p("model_dir") or str(shipped_model_dir())
+            # on the CPU first; activation moves it to the device
+            self._predictor = Predictor(model_dir, device=self._p("device"), precision=self._p("precision"))
+            self._predictor.release()
+            self.get_logger().info(f"model {self._predictor.model_id} from {model_dir}: labels {self._predictor.labels}, "
+                                   f"device {self._predictor.device}, precision {self._predictor.precision}")
+        except (ModelFileError, FileNotFoundError, RuntimeError, ValueError) as exc:
+            self._model_error = str(exc)
+            self.get_logger().error(f"no model: {exc}. Every event will be answered with status model_error.")
+
+    # ------------------------------------------------------------------ inputs (executor threads)
+
+    def _data_now(self) -> int:
+        """'Now' in the stamp domain of the data: the newest stamp seen, advanced by the monotonic
+        time since. Works with wall-clock cameras, sim time and bag playback alike."""
+        if self._data_clock is None:
+            return self.get_clock().now().nanoseconds
+        stamp, seen = self._data_clock
+        return stamp + int((time.monotonic() - seen) * 1e9)
+
+    def _saw_stamp(self, ns: int) -> None:
+        if self._data_clock is None or ns > self._data_clock[0] or ns < self._data_clock[0] - int(1e9):
+            self._data_clock = (ns, time.monotonic())
+
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        try:
+            frame = conversions.frame_from_msg(msg)
+        except Exception as exc:  # noqa: BLE001  a message without a usable header
+            self.get_logger().warning(f"image without a usable header ignored: {exc}", throttle_duration_sec=5.0)
+            return
+        self.counters["frames"] += 1
+        self._rate_window.append(time.monotonic())
+        with self._lock:
+            if self._pairer is None:
+                return
+            self._saw_stamp(frame.stamp_ns)
+            outcomes = self._pairer.on_frame(frame)
+        self._dispatch(outcomes)
+
+    def _on_event(self, msg: String) -> None:
+        try:
+            event = parse_event(msg.data)
+        except EventParseError as exc:
+            self.counters["bad_events"] += 1
+            self.get_logger().warning(f"malformed event ignored: {exc}")
+            self._publish_result(Outcome("error", "unknown", "bad_event", str(exc)), None)
+            return
+        self._handle_event(event)
+
+    def _handle_event(self, event: EventPhase) -> None:
+        self.counters["events"] += 1
+        with self._lock:
+            if self._pairer is None:
+                return
+            if event.stamp_ns is not None:
+                self._saw_stamp(event.stamp_ns)
+            outcomes = self._pairer.on_event(event, self._data_now())
+        self._dispatch(outcomes)
+
+    def _srv_phase(self, phase: str) -> Callable:
+        def handler(request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+            self._handle_event(EventPhase(phase, None, self._data_now(), None))
+            response.success = True
+            response.message = f"{phase} at {stamps.seconds(self._data_now()):.3f} s"
+            return response
+        return handler
+
+    def _on_expire_timer(self) -> None:
+        with self._lock:
+            if self._pairer is None:
+                return
+            outcomes = self._pairer.expire(self._data_now())
+        self._dispatch(outcomes)
+
+    def _dispatch(self, outcomes: list[Outcome]) -> None:
+        now = time.perf_counter()
+        for o in outcomes:
+            job = _Job(o.kind, o, now)
+            try:
+                self._queue.put_nowait(job)
+            except queue.Full:
+                if o.kind == "before":  # the pair job will encode both frames itself
+                    self.counters["befores_not_precomputed"] += 1
+                    continue
+                self.counters["dropped_events"] += 1
+                self._publish_result(Outcome("error", o.event_id, "dropped",
+                                             f"inference queue full ({self._queue.maxsize} jobs waiting)",
+                                             o.expected_action, o.start_ns, o.end_ns, o.before, o.after), None)
+
+    # ------------------------------------------------------------------ worker thread
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            try:
+                self._run_job(job)
+            except Exception as exc:  # noqa: BLE001  the worker must survive anything one event does
+                self.get_logger().error(f"event {job.outcome.event_id}: unexpected error: {exc!r}")
+                o = job.outcome
+                if job.kind != "before":
+                    self._publish_result(Outcome("error", o.event_id, "model_error", f"unexpected error: {exc!r}",
+                                                 o.expected_action, o.start_ns, o.end_ns, o.before, o.after), job)
+
+    def _run_job(self, job: _Job) -> None:
+        o = job.outcome
+        if job.kind == "error":
+            self._befores.pop(o.event_id, None)
+            self._publish_result(o, job)
+            return
+        if self._predictor is None:
+            if job.kind == "pair":
+                self._publish_result(Outcome("error", o.event_id, "model_error", self._model_error or "no model loaded",
+                                             o.expected_action, o.start_ns, o.end_ns, o.before, o.after), job)
+            return
+        if job.kind == "before":
+            try:
+                self._befores[o.event_id] = self._predictor.encode(conversions.decode(o.before.payload))
+            except (ImageError, ValueError):
+                pass  # reported when the pair completes (the before frame is decoded again then)
+            return
+        before = self._befores.pop(o.event_id, None)
+        try:
+            if before is None:
+                before = conversions.decode(o.before.payload)
+                self.counters["befores_not_precomputed"] += 1
+            after = conversions.decode(o.after.payload)
+        except (ImageError, ValueError) as exc:
+            self.counters["bad_images"] += 1
+            self._publish_result(Outcome("error", o.event_id, "bad_image", str(exc), o.expected_action,
+                                         o.start_ns, o.end_ns, o.before, o.after), job)
+            return
+        try:
+            pred = self._predictor.classify(before, after)
+        except Exception as exc:  # noqa: BLE001  model failures become a status, not a crash
+            self._publish_result(Outcome("error", o.event_id, "model_error", f"inference failed: {exc}",
+                                         o.expected_action, o.start_ns, o.end_ns, o.before, o.after), job)
+            return
+        self._publish_result(o, job, pred)
+
+    # ------------------------------------------------------------------ outputs
+
+    def _publish_result(self, o: Outcome, job: _Job | None, pred: Any = None) -> None:
+        action = None
+        payload: dict[str, Any] = {"event_id": o.event_id, "status": o.status}
+        if pred is not None:
+            threshold = self.get_parameter("confidence_threshold").value
+            action = pred.action if pred.confidence >= threshold else "unknown"
+            payload.update(action=action, confidence=round(pred.confidence, 4),
+                           scores={k: round(v, 4) for k, v in pred.scores.items()})
+        else:
+            payload.update(action=None, confidence=None, scores={}, detail=o.detail)
+        payload["expected_action"] = o.expected_action
+        payload["verified"] = (o.expected_action == action) if (o.expected_action and pred is not None) else None
+        if o.expected_action and pred is None and o.status != "ok":
+            payload["verified"] = None
+        payload["before_stamp"] = stamps.to_dict(o.before.stamp_ns) if o.before else None
+        payload["after_stamp"] = stamps.to_dict(o.after.stamp_ns) if o.after else None
+        frame_id = (o.after or o.before).frame_id if (o.after or o.before) else ""
+        payload["frame_id"] = frame_id
+        payload["model"] = self._predictor.model_id if self._predictor is not None else None
+        latency = (time.perf_counter() - job.ready) * 1e3 if job is not None else 0.0
+        payload["latency_ms"] = round(latency, 2)
+        if pred is not None and self._p("publish_delta") and o.after is not None:
+            self._pub_delta.publish(conversions.delta_image_msg(pred.delta, pred.topk_delta, o.after.stamp_ns, frame_id))
+        self._pub_action.publish(conversions.json_string(payload))
+        self.counters["results"] += 1
+        if job is not None and pred is not None:
+            self._latency.add(latency)
+
+    def _publish_diagnostics(self) -> None:
+        st = DiagnosticStatus()
+        st.name = f"{self.get_name()}: causal delta perception"
+        st.hardware_id = str(self._predictor.device) if self._predictor is not None else "none"
+        if self._predictor is None:
+            st.level, st.message = DiagnosticStatus.ERROR, f"no model: {self._model_error}"[:500]
+        elif self.counters["dropped_events"]:
+            st.level, st.message = DiagnosticStatus.WARN, f"{self.counters['dropped_events']} events dropped"
+        else:
+            st.level, st.message = DiagnosticStatus.OK, "ok"
+        now = time.monotonic()
+        recent = [t for t in self._rate_window if now - t < 5.0]
+        rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+        with self._lock:
+            buf = self._buffer if self._pairer is not None else None
+            open_events = self._pairer.open_events if self._pairer is not None else 0
+            pairing_errors = dict(self._pairer.stats.errors) if self._pairer is not None else {}
+        values = {
+            **{k: v for k, v in self.counters.items()},
+            "frame_rate_hz": round(rate, 2),
+            "buffer_frames": len(buf) if buf is not None else 0,
+            "buffer_mb": round(buf.nbytes / 2**20, 2) if buf is not None else 0,
+            "frames_evicted": buf.stats.evicted if buf is not None else 0,
+            "frames_too_old": buf.stats.too_old if buf is not None else 0,
+            "clock_jumps": buf.stats.clock_jumps if buf is not None else 0,
+            "open_events": open_events,
+            "queue_depth": self._queue.qsize(),
+            "device": st.hardware_id,
+            "model": self._predictor.model_id if self._predictor is not None else "",
+            **{f"latency_ms_{k}": round(v, 2) for k, v in self._latency.percentiles().items()},
+            **{f"pairing_{k}": v for k, v in pairing_errors.items()},
+        }
+        st.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status = [st]
+        self._pub_diag.publish(arr)
+
+
+def start(node: PerceptionNode) -> bool:
+    """Configure and activate (what `autostart` does). Returns False when a transition failed."""
+    if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+        return False
+    return node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+
+
+def spin(node: PerceptionNode, executor: Executor | None = None) -> None:
+    executor = executor or MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    finally:
+        executor.remove_node(node)
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = PerceptionNode()
+    try:
+        if node.get_parameter("autostart").value and not start(node):
+            node.get_logger().error("autostart failed; see the errors above")
+        spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Shared fixtures. ROS traffic stays on this machine in a domain of its own."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# An isolated ROS domain per test session, discovery on localhost only. Set before rclpy loads.
+os.environ["ROS_DOMAIN_ID"] = str(100 + os.getpid() % 100)
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "models" / "default"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A small real model trained for one epoch on synthetic pairs (seconds)."""
+    from cde_ros.core.actions import ACTIONS
+    from cde_ros.core.model import ModelConfig
+    from cde_ros.core.preprocess import Preprocessing
+    from cde_ros.core.synthetic import SceneConfig, generate_pairs
+    from cde_ros.core.training import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tiny_model")
+    pre = Preprocessing(32)
+    pairs = generate_pairs("iid", 96, SceneConfig(size=(64, 64)), seed=3)
+    mc = ModelConfig(backbone_kwargs={"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2},
+                     embed_dim=32, projector_hidden=32, top_k=4)
+    train(pairs, None, list(ACTIONS), mc, pre, TrainConfig(epochs=1, batch_size=32), out, progress=False,
+          log=lambda m: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def shipped_model() -> Path:
+    if not (SHIPPED / "model.json").is_file():
+        pytest.fail(f"the shipped model is missing from {SHIPPED}")
+    return SHIPPED
+
+
+def run_cli(*args: str, check: bool = True):
+    """Run `cde-ros` in a subprocess of this interpreter; returns CompletedProcess."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "cde_ros.cli", *args], capture_output=True, text=True,
+                          timeout=900, env={**os.environ, "TQDM_DISABLE": "1"})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"cde-ros {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
+                             f"stderr:\n{proc.stderr}")
+    return proc

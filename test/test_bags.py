@@ -1,0 +1,214 @@
+"""Real rosbag2 files (MCAP and sqlite3): record -> train -> eval, and bad recordings."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+from cde_ros.core.bags import BagError, LabelTable, RecordConfig, pair_bag, read_pairs, record_synthetic
+from cde_ros.core.pairing import PairingConfig
+from cde_ros.core.preprocess import Preprocessing
+
+from conftest import run_cli
+
+TINY_YAML = """
+model:
+  backbone_kwargs: {patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}
+  embed_dim: 32
+  projector_hidden: 32
+  top_k: 4
+preprocessing: {input_size: 32}
+training: {epochs: 2, batch_size: 16}
+data: {val_fraction: 0.2}
+"""
+PRE = Preprocessing(32)
+TS = get_typestore(Stores.ROS2_KILTED)
+
+
+@pytest.fixture(scope="module")
+def bags(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bags")
+    out = {}
+    for storage in ("mcap", "sqlite3"):
+        record_synthetic(d / f"syn_{storage}", RecordConfig(storage=storage, events=8, size=(64, 64), seed=1,
+                                                            compressed=storage == "mcap"), progress=False)
+        out[storage] = d / f"syn_{storage}"
+    return out
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_record_train_eval_round_trip(tmp_path, bags, storage):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY_YAML)
+    model = tmp_path / "model"
+    cache = tmp_path / "cache"
+    proc = run_cli("train", str(bags[storage]), "--out", str(model), "--config", str(cfg), "--cache-dir", str(cache),
+                   "--quiet")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["model_id"] and (model / "model.safetensors").is_file()
+    meta = json.loads((model / "model.json").read_text())
+    assert meta["data"]["reports"][0]["pairs"] == 8 and meta["training"]["pairs"] + meta["training"]["val_pairs"] == 8
+    proc = run_cli("eval", str(bags[storage]), "--model", str(model), "--json", "--cache-dir", str(cache),
+                   "--plots", str(tmp_path / "plots"))
+    metrics = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert metrics["n"] == 8 and 0.0 <= metrics["accuracy"] <= 1.0 and metrics["per_class"]
+    assert np.asarray(metrics["confusion"]).sum() == 8
+    assert (tmp_path / "plots" / "confusion.png").stat().st_size > 1000
+    assert "(cached)" in proc.stderr  # the second read of the bag came from the pair cache
+
+
+def test_training_pairs_are_the_frames_the_node_would_pick(bags):
+    """The bag reader pairs through EventPairer; check it against the contract rule by hand."""
+    pairs, report = pair_bag(bags["sqlite3"], PRE, PairingConfig())
+    assert report.pairs == 8 and report.skipped == {}
+    from rosbags.rosbag2 import Reader
+
+    frames, events = [], {}
+    with Reader(bags["sqlite3"]) as r:
+        for conn, _, raw in r.messages():
+            msg = TS.deserialize_cdr(raw, conn.msgtype)
+            if conn.topic == "/camera/image_raw":
+                frames.append((msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec, msg))
+            else:
+                ev = json.loads(msg.data)
+                events.setdefault(ev["event_id"], {})[ev["phase"]] = ev["stamp"]["sec"] * 10**9 + ev["stamp"]["nanosec"]
+    frames.sort(key=lambda f: f[0])
+    from cde_ros.core.images import message_to_rgb
+
+    for i, eid in enumerate(pairs.event_ids):
+        start, end = events[eid]["start"], events[eid]["end"]
+        before = [m for t, m in frames if t <= start - 100_000_000][-1]
+        after = [m for t, m in frames if t >= end + 300_000_000][0]
+        np.testing.assert_array_equal(pairs.before[i], PRE.resize(message_to_rgb(before)))
+        np.testing.assert_array_equal(pairs.after[i], PRE.resize(message_to_rgb(after)))
+
+
+def test_compressed_topic_and_custom_topics(tmp_path, bags):
+    pairs, _ = read_pairs([bags["mcap"]], PRE, PairingConfig(), image_topic="/camera/image_raw/compressed",
+                          progress=False, log=lambda m: None)
+    raw, _ = read_pairs([bags["mcap"]], PRE, PairingConfig(), progress=False, log=lambda m: None)
+    assert pairs.actions == raw.actions and np.abs(pairs.before.astype(int) - raw.before).mean() < 4
+    custom = tmp_path / "custom"
+    record_synthetic(custom, RecordConfig(storage="sqlite3", events=2, size=(48, 48), image_topic="/arm_cam/rgb",
+                                          event_topic="/robot/events"), progress=False)
+    pairs, reports = read_pairs([custom, bags["sqlite3"]], PRE, PairingConfig(), "/arm_cam/rgb", "/robot/events",
+                                progress=False, log=lambda m: None)
+    assert len(pairs) == 2 and reports[1].problems and "has no image topic /arm_cam/rgb" in reports[1].problems[0]
+
+
+def _write_bag(path, frames=(), events=(), storage="sqlite3", image_topic="/camera/image_raw"):
+    Image, Header, Time, String = (TS.types[t] for t in ("sensor_msgs/msg/Image", "std_msgs/msg/Header",
+                                                          "builtin_interfaces/msg/Time", "std_msgs/msg/String"))
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    with Writer(path, version=9, storage_plugin=plugin) as w:
+        ci = w.add_connection(image_topic, Image.__msgtype__, typestore=TS)
+        ce = w.add_connection("/cde/event", String.__msgtype__, typestore=TS)
+        items = [(t, "f", img) for t, img in frames] + [(t, "e", ev) for t, ev in events]
+        for t, kind, item in sorted(items, key=lambda x: x[0]):
+            if kind == "f":
+                h, wd = item.shape[:2]
+                msg = Image(header=Header(stamp=Time(sec=t // 10**9, nanosec=t % 10**9), frame_id="c"), height=h,
+                            width=wd, encoding="rgb8", is_bigendian=0, step=wd * 3, data=item.reshape(-1))
+                w.write(ci, t, TS.serialize_cdr(msg, Image.__msgtype__))
+            else:
+                w.write(ce, t, TS.serialize_cdr(String(data=item), String.__msgtype__))
+
+
+def _ev(phase, eid, t, action=None):
+    d = {"phase": phase, "event_id": eid, "stamp": {"sec": t // 10**9, "nanosec": t % 10**9}}
+    if action:
+        d["action"] = action
+    return json.dumps(d)
+
+
+S = 10**9
+
+
+def test_bad_recordings_are_named_and_what_can_be_used_is_used(tmp_path):
+    img = lambda v, size=(16, 16): np.full((*size, 3), v, np.uint8)  # noqa: E731
+    frames = [(t * S // 10, img(t)) for t in range(1, 60)]
+    # no image topic
+    _write_bag(tmp_path / "noimg", events=[(S, _ev("start", "a", S, "open"))], image_topic="/other")
+    # no events at all
+    _write_bag(tmp_path / "noev", frames=frames)
+    # unlabelled and labelled events, one malformed event
+    _write_bag(tmp_path / "mixed", frames=frames, events=[
+        (1 * S, _ev("start", "a", 1 * S, "open")), (2 * S, _ev("end", "a", 2 * S)),
+        (3 * S, _ev("start", "b", 3 * S)), (4 * S, _ev("end", "b", 4 * S)),
+        (int(4.5 * S), "{broken json")])
+    # images change size part way
+    frames2 = [(t * S // 10, img(t, (16, 16) if t < 30 else (24, 20))) for t in range(1, 60)]
+    _write_bag(tmp_path / "resized", frames=frames2, events=[
+        (1 * S, _ev("start", "a", 1 * S, "open")), (4 * S, _ev("end", "a", 4 * S, "open"))])
+    # a truncated MCAP file
+    _write_bag(tmp_path / "trunc", frames=frames, storage="mcap", events=[
+        (1 * S, _ev("start", "a", 1 * S, "close")), (2 * S, _ev("end", "a", 2 * S)),
+        (3 * S, _ev("start", "b", 3 * S, "open")), (5 * S, _ev("end", "b", 5 * S))])
+    mcap = next((tmp_path / "trunc").glob("*.mcap"))
+    data = mcap.read_bytes()
+    mcap.write_bytes(data[: int(len(data) * 0.6)])
+    # not a bag at all
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "metadata.yaml").write_text("this: [is not a bag")
+
+    logs = []
+    pairs, reports = read_pairs([tmp_path / n for n in ("noimg", "noev", "mixed", "resized", "trunc", "junk")],
+                                Preprocessing(16), PairingConfig(), progress=False, log=logs.append)
+    by = {r.bag.split("/")[-1]: r for r in reports}
+    assert "has no image topic /camera/image_raw" in by["noimg"].problems[0]
+    assert "has no messages on /cde/event" in by["noev"].problems[0]
+    assert by["mixed"].pairs == 1 and by["mixed"].skipped == {"unlabelled": 1, "bad_event": 1}
+    assert any("no action" in p for p in by["mixed"].problems)
+    assert by["resized"].pairs == 1 and any("size changed from 16x16 to 20x24" in p for p in by["resized"].problems)
+    assert by["trunc"].pairs == 0 and "cannot be opened" in by["trunc"].problems[0]
+    assert "cannot be opened" in by["junk"].problems[0]
+    assert all(str(tmp_path) in p for r in reports for p in r.problems)  # every message names its bag
+    assert len(pairs) == by["mixed"].pairs + by["resized"].pairs + by["trunc"].pairs
+    assert any("skipping" in line for line in logs)
+
+
+def test_csv_sidecar_labels_unlabelled_events(tmp_path):
+    img = lambda v: np.full((16, 16, 3), v, np.uint8)  # noqa: E731
+    frames = [(t * S // 10, img(t)) for t in range(1, 80)]
+    _write_bag(tmp_path / "nolabels", frames=frames, events=[
+        (1 * S, _ev("start", "a", 1 * S)), (2 * S, _ev("end", "a", 2 * S)),
+        (3 * S, _ev("start", "b", 3 * S)), (5 * S, _ev("end", "b", 5 * S)),
+        (6 * S, _ev("start", "c", 6 * S)), (7 * S, _ev("end", "c", 7 * S))])
+    csv = tmp_path / "labels.csv"
+    csv.write_text("bag,event_id,start,end,action\nnolabels,a,,,open\n,,3.0,5.0,close\nother_bag,c,,,fill\n")
+    pairs, reports = read_pairs([tmp_path / "nolabels"], Preprocessing(16), PairingConfig(),
+                                labels=LabelTable.read(csv), progress=False, log=lambda m: None)
+    assert pairs.actions == ["open", "close"] and reports[0].skipped == {"unlabelled": 1}
+    csv.write_text("bag,event_id\nx,y\n")
+    with pytest.raises(BagError, match="action"):
+        LabelTable.read(csv)
+
+
+def test_cli_reports_unusable_input_clearly(tmp_path, tiny_model):
+    proc = run_cli("train", str(tmp_path / "missing_bag"), "--out", str(tmp_path / "m"), check=False)
+    assert proc.returncode == 2 and "missing_bag" in proc.stderr and "does not exist" in proc.stderr
+    proc = run_cli("eval", str(tmp_path / "missing_bag"), "--model", str(tmp_path / "nomodel"), check=False)
+    assert proc.returncode == 2 and "model directory" in proc.stderr and "does not exist" in proc.stderr
+    proc = run_cli("eval", str(tmp_path / "missing_bag"), "--model", str(tiny_model), "--json", check=False)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert proc.returncode == 1 and out["n"] == 0 and out["skipped"] == {"unusable_bag": 1}
+
+
+def test_pairing_streams_through_long_bags(tmp_path):
+    """Memory is bounded by the buffer: a long bag does not keep its frames."""
+    import tracemalloc
+
+    img = np.zeros((120, 160, 3), np.uint8)
+    n = 1500  # 75 s at 20 Hz, 86 MB of raw frames
+    frames = [(t * S // 20, img) for t in range(1, n)]
+    events = [(k * 10 * S + S, _ev("start", f"e{k}", k * 10 * S + S, "open")) for k in range(7)] + \
+             [(k * 10 * S + 3 * S, _ev("end", f"e{k}", k * 10 * S + 3 * S)) for k in range(7)]
+    _write_bag(tmp_path / "long", frames=frames, events=events)
+    tracemalloc.start()
+    pairs, report = pair_bag(tmp_path / "long", Preprocessing(16), PairingConfig(), buffer_s=2.0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert report.pairs == 7 and report.frames == n - 1
+    assert peak < 25 * 2**20, f"peak {peak / 2**20:.1f} MiB"  # ~41 buffered frames of 57 KB, not 86 MB

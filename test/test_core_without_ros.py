@@ -1,0 +1,41 @@
+"""The ROS-free core imports and works with rclpy made unimportable."""
+import pkgutil
+import subprocess
+import sys
+
+import cde_ros.core
+
+
+def test_core_modules_never_import_rclpy_or_launch():
+    modules = [f"cde_ros.core.{m.name}" for m in pkgutil.iter_modules(cde_ros.core.__path__)]
+    assert len(modules) >= 12, modules
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('rclpy', 'launch', 'launch_ros', 'rosbag2_py', 'cv_bridge'):\n"
+        "            raise ImportError('blocked for this test: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"import importlib\nfor m in {modules + ['cde_ros.cli']!r}: importlib.import_module(m)\n"
+        "assert not any(k.split('.')[0] == 'rclpy' for k in sys.modules), 'rclpy got imported'\n"
+        "from cde_ros.cli import main\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("ok")
+
+
+def test_cli_record_works_without_rclpy(tmp_path):
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'rclpy': raise ImportError('blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from cde_ros.cli import main\n"
+        f"sys.exit(main(['record-synthetic', {str(tmp_path / 'bag')!r}, '--events', '1', '--quiet']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "bag" / "metadata.yaml").is_file()

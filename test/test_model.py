@@ -1,0 +1,127 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cde_ros.core.inference import Predictor
+from cde_ros.core.losses import LossWeights, causal_delta_loss, supervised_contrastive
+from cde_ros.core.model import CausalDeltaModel, ModelConfig, ModelFileError
+from cde_ros.core.preprocess import Preprocessing
+
+LABELS = ["open", "close", "none"]
+SMALL = {"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}
+
+
+def small(head="patch", **kw):
+    return CausalDeltaModel(ModelConfig(backbone_kwargs=SMALL, embed_dim=16, projector_hidden=16, head=head,
+                                        top_k=3, labels=LABELS, **kw), Preprocessing(32))
+
+
+@pytest.mark.parametrize("head", ["patch", "global", "baseline"])
+def test_heads_shapes(head):
+    m = small(head)
+    x = torch.randn(2, 3, 32, 32)
+    out = m(x, x + 0.1)
+    assert out.logits.shape == (2, 3) and out.delta.shape == (2, 16)
+    if head == "patch":
+        assert out.topk_delta.shape == (2, 3, 16) and out.topk_index.shape == (2, 3)
+        # the aggregate is the mean of the K largest patch deltas
+        torch.testing.assert_close(out.delta, out.topk_delta.mean(1))
+        norms = out.topk_delta.norm(dim=-1)
+        enc_b, enc_a = m.encode(x), m.encode(x + 0.1)
+        all_norms = (enc_a.patches - enc_b.patches).norm(dim=-1)
+        torch.testing.assert_close(norms.sort(1).values, all_norms.topk(3, 1).values.sort(1).values)
+    if head == "baseline":
+        assert m.classifier.in_features == 32
+
+
+def test_identical_views_give_zero_delta():
+    m = small("patch").eval()
+    x = torch.randn(1, 3, 32, 32)
+    assert m(x, x).delta.abs().max() < 1e-5
+
+
+def test_cnn_backbone_cells_are_patches():
+    m = CausalDeltaModel(ModelConfig(backbone="resnet10t", backbone_kwargs={}, embed_dim=16, projector_hidden=16,
+                                     top_k=2, labels=LABELS), Preprocessing(64))
+    assert m.backbone.token_layout == "nchw" and m.backbone.num_patches == 4  # 64 px / 32 stride
+    out = m(torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64))
+    assert out.topk_delta.shape == (2, 2, 16)
+
+
+def test_save_load_round_trip_is_exact_and_pickle_free(tmp_path):
+    m = small("patch").eval()
+    model_id = m.save(tmp_path, {"metrics": {"val_accuracy": 0.5}})
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert meta["model_id"] == model_id and meta["labels"] == LABELS and meta["head"] == "patch"
+    assert meta["input_size"] == 32 and meta["preprocessing"]["mean"] == [0.485, 0.456, 0.406]
+    assert (tmp_path / "model.safetensors").read_bytes()[:8] != b"\x80\x02\x8a\n"  # not a pickle
+    m2, _ = CausalDeltaModel.load(tmp_path)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(m(x, x * 0.5).logits, m2(x, x * 0.5).logits)
+    assert m2.save(tmp_path / "again") == model_id  # the id is a hash of the weights
+
+
+def test_load_errors_are_clear(tmp_path):
+    with pytest.raises(ModelFileError, match="does not exist"):
+        CausalDeltaModel.load(tmp_path / "nope")
+    with pytest.raises(ModelFileError, match="model.json is missing"):
+        CausalDeltaModel.load(tmp_path)
+    small().save(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ModelFileError, match="not a readable safetensors"):
+        CausalDeltaModel.load(tmp_path)
+
+
+def test_local_pretrained_checkpoint_loads_through_timm(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    donor = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, **SMALL)
+    ckpt = tmp_path / "dino_like.safetensors"
+    save_file({k: v.contiguous() for k, v in donor.state_dict().items()}, str(ckpt))
+    m = small(pretrained_file=str(ckpt))
+    for k, v in donor.state_dict().items():
+        torch.testing.assert_close(m.backbone.net.state_dict()[k], v)
+    fresh = small()
+    assert not torch.equal(fresh.backbone.net.patch_embed.proj.weight, donor.patch_embed.proj.weight)
+    with pytest.raises(ModelFileError, match="does not exist"):
+        small(pretrained_file=str(tmp_path / "missing.safetensors"))
+
+
+def test_supcon_prefers_clustered_embeddings():
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    clustered = torch.eye(3).repeat_interleave(2, 0) + 0.01 * torch.randn(6, 3)
+    shuffled = clustered[torch.tensor([0, 2, 4, 1, 3, 5])]
+    assert supervised_contrastive(clustered, labels) < supervised_contrastive(shuffled, labels) - 1.0
+    assert supervised_contrastive(clustered, torch.arange(6)) == 0  # no positives: no anchors
+    mask = labels != 2
+    assert supervised_contrastive(clustered, labels, mask=mask) < supervised_contrastive(clustered, labels)
+
+
+def test_loss_terms_are_logged_and_weighted():
+    logits, delta = torch.randn(4, 3), torch.randn(4, 8)
+    y = torch.tensor([0, 0, 1, 2])
+    total, terms = causal_delta_loss(logits, delta, y, LossWeights(2.0, 1.0), none_index=2)
+    assert set(terms) == {"ce", "supcon", "l1", "total"}
+    assert abs(terms["total"] - (terms["ce"] + 2 * terms["supcon"] + terms["l1"])) < 1e-4
+    _, terms = causal_delta_loss(logits, delta, y, LossWeights(0.0, 0.0))
+    assert set(terms) == {"ce", "total"}
+
+
+def test_predictor_precomputed_before_matches_full_pair(tiny_model):
+    p = Predictor(tiny_model, device="cpu")
+    rng = np.random.default_rng(0)
+    before = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    after = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    full = p.classify(before, after)
+    early = p.classify(p.encode(before), after)
+    assert full.action == early.action
+    np.testing.assert_allclose(full.delta, early.delta, atol=1e-5)
+    assert abs(sum(full.scores.values()) - 1) < 1e-4 and full.topk_delta.shape[0] == 4
+    batch = p.classify_pairs([before, after], [after, before])
+    np.testing.assert_allclose(batch[0].delta, full.delta, atol=1e-4)
+    assert set(full.timings_ms) >= {"encode_before_ms", "encode_after_ms", "head_ms"}
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        Predictor(tiny_model, device="cpu", precision="fp16")

@@ -1,0 +1,337 @@
+"""The perception node with real ROS 2 messages: rclpy publishers and subscriptions, in-process
+executors, an isolated ROS_DOMAIN_ID (conftest)."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from cde_ros.core import images
+from cde_ros.core.events import EventPhase
+from cde_ros.core.inference import Predictor
+from cde_ros.ros import conversions
+from cde_ros.ros.demo import PlannerListener, SyntheticCamera
+from cde_ros.ros.perception_node import PerceptionNode, start
+
+pytestmark = pytest.mark.ros
+RELIABLE = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+S = 10**9
+
+
+class Harness:
+    """The node under test plus a test node that publishes camera frames and events and
+    collects /cde/action, /cde/delta and /diagnostics, all spun by one executor."""
+
+    def __init__(self, params: dict, transport: str = "raw") -> None:
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx)
+        base = {"image_qos_reliability": "reliable", "image_qos_depth": 1000, "diagnostics_period": 0.2,
+                "image_transport": transport}
+        base.update(params)
+        self.node = PerceptionNode(context=self.ctx,
+                                   parameter_overrides=[Parameter(k, value=v) for k, v in base.items()])
+        self.io = Node("cde_test_io", context=self.ctx)
+        topic = "/camera/image_raw" + ("/compressed" if transport == "compressed" else "")
+        self.pub_img = self.io.create_publisher(CompressedImage if transport == "compressed" else Image, topic,
+                                                RELIABLE)
+        self.pub_ev = self.io.create_publisher(String, "/cde/event", RELIABLE)
+        self.listener = PlannerListener(self.io)
+        self.deltas: list[Image] = []
+        self.diagnostics: list[DiagnosticArray] = []
+        self.io.create_subscription(Image, "/cde/delta", self.deltas.append, 100)
+        self.io.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 100)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=self.ctx)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.io)
+        self.started = start(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+        self._wait_matched()
+
+    def _wait_matched(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.pub_img.get_subscription_count() and self.pub_ev.get_subscription_count():
+                return
+            time.sleep(0.05)
+        raise AssertionError("the node's subscriptions were never matched")
+
+    def frame(self, t_ns: int, rgb: np.ndarray | None = None, **fields) -> None:
+        rgb = np.full((24, 32, 3), (t_ns // 10**8) % 255, np.uint8) if rgb is None else rgb
+        msg = conversions.rgb_to_image_msg(rgb, t_ns, "test_cam")
+        for k, v in fields.items():
+            setattr(msg, k, v)
+        self.pub_img.publish(msg)
+        time.sleep(0.002)
+
+    def event(self, phase: str, eid: str | None, t_ns: int | None, action: str | None = None) -> None:
+        self.pub_ev.publish(String(data=EventPhase(phase, eid, t_ns, action).to_json()))
+        time.sleep(0.01)
+
+    def raw_event(self, text: str) -> None:
+        self.pub_ev.publish(String(data=text))
+        time.sleep(0.01)
+
+    def result(self, eid: str, timeout: float = 20.0) -> dict:
+        assert self.listener.wait_for([eid], timeout), f"no /cde/action for {eid}; got {list(self.listener.results)}"
+        return self.listener.results[eid]
+
+    def close(self) -> None:
+        if self.node._state_machine.current_state[1] in ("inactive", "active", "unconfigured"):
+            self.node.trigger_shutdown()
+        self.executor.shutdown()
+        self.thread.join(timeout=10)
+        self.node.destroy_node()
+        self.io.destroy_node()
+        rclpy.shutdown(context=self.ctx)
+
+
+@pytest.fixture
+def harness_factory():
+    made = []
+
+    def make(params: dict, transport: str = "raw") -> Harness:
+        h = Harness(params, transport)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def frames_and_event(h: Harness, eid: str, t0: float, action: str | None = "open", n: int = 30,
+                     before_rgb=None, after_rgb=None) -> None:
+    """Frames every 100 ms from t0 for n frames; start at t0+1 s, end at t0+1.5 s."""
+    for i in range(n):
+        t = int((t0 + i * 0.1) * S)
+        rgb = before_rgb if (before_rgb is not None and t < (t0 + 1.2) * S) else None
+        rgb = after_rgb if (after_rgb is not None and t >= (t0 + 1.2) * S) else rgb
+        h.frame(t, rgb)
+        if i == 12:
+            h.event("start", eid, int((t0 + 1.0) * S), action)
+        if i == 16:
+            h.event("end", eid, int((t0 + 1.5) * S))
+
+
+# ------------------------------------------------------------------------------------------ tests
+
+def test_synthetic_camera_to_verified_actions(harness_factory, shipped_model):
+    """A fake camera publishes the synthetic stream; each event's result comes out on /cde/action
+    with the contract's frames, stamps and verification, and /cde/delta carries the same stamp."""
+    h = harness_factory({"model_dir": str(shipped_model), "device": "cpu"})
+    assert h.started
+    camera = SyntheticCamera(split="iid", events=6, scenes="single", seed=4, realtime=6.0, reliable=True,
+                             name="cde_test_camera", context=h.ctx)
+    rgb_by_stamp = {}
+    stream_frames = [item for kind, _, item in camera.items if kind == "frame"]
+    camera.play(base_ns=50 * S)
+    for t, rgb in zip(camera.published_frames, stream_frames):
+        rgb_by_stamp[t] = rgb
+    ids = list(camera.truth)
+    assert h.listener.wait_for(ids, timeout=60), f"results for {sorted(h.listener.results)} of {ids}"
+    predictor = Predictor(shipped_model, device="cpu")
+    stamps_sorted = sorted(camera.published_frames)
+    starts = {e.event_id: e for e in camera.published_events if e.phase == "start"}
+    ends = {e.event_id: e for e in camera.published_events if e.phase == "end"}
+    correct = 0
+    for eid in ids:
+        r = h.result(eid)
+        assert r["status"] == "ok", r
+        before = max(t for t in stamps_sorted if t <= starts[eid].stamp_ns - int(0.1 * S))
+        after = min(t for t in stamps_sorted if t >= ends[eid].stamp_ns + int(0.3 * S))
+        assert r["before_stamp"] == {"sec": before // S, "nanosec": before % S}
+        assert r["after_stamp"] == {"sec": after // S, "nanosec": after % S}
+        assert r["frame_id"] == "camera_optical_frame" and r["model"] == predictor.model_id
+        offline = predictor.classify(rgb_by_stamp[before], rgb_by_stamp[after])
+        assert r["action"] == offline.action and r["confidence"] == pytest.approx(offline.confidence, abs=1e-3)
+        assert r["expected_action"] == camera.commanded[eid]
+        assert r["verified"] == (r["action"] == camera.commanded[eid])
+        assert abs(sum(r["scores"].values()) - 1) < 1e-2 and r["latency_ms"] >= 0
+        correct += r["action"] == camera.truth[eid]
+    assert correct >= 5, f"{correct}/6 events recognised"
+    deadline = time.monotonic() + 5
+    while len(h.deltas) < len(ids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    delta_stamps = {(d.header.stamp.sec, d.header.stamp.nanosec) for d in h.deltas}
+    for eid in ids:
+        a = h.result(eid)["after_stamp"]
+        assert (a["sec"], a["nanosec"]) in delta_stamps
+    d = h.deltas[0]
+    arr = conversions.delta_from_image_msg(d)
+    meta_k = json.loads((shipped_model / "model.json").read_text())["top_k"]
+    assert d.encoding == "32FC1" and arr.shape == (1 + meta_k, 256) and d.header.frame_id == "camera_optical_frame"
+    np.testing.assert_allclose(arr[0], arr[1:].mean(0), atol=1e-4)  # row 0 = mean of the Top-K rows
+
+
+def test_bad_inputs_get_a_status_and_the_node_keeps_serving(harness_factory, tiny_model):
+    h = harness_factory({"model_dir": str(tiny_model), "device": "cpu", "pre_offset": 0.1, "post_settle": 0.3})
+    frames_and_event(h, "good-1", 10.0)
+    assert h.result("good-1")["status"] == "ok"
+    # the before frame has a step that does not match its data
+    for i in range(30):
+        t = int((20.0 + i * 0.1) * S)
+        if i == 8:  # stamp 20.8 s = the newest frame <= start (21.0) - pre_offset (0.1)... is 20.9
+            pass
+        if i == 9:
+            h.frame(t, step=10_000)
+        else:
+            h.frame(t)
+        if i == 12:
+            h.event("start", "bad-step", int(21.0 * S), "open")
+        if i == 16:
+            h.event("end", "bad-step", int(21.5 * S))
+    r = h.result("bad-step")
+    assert r["status"] == "bad_image" and "step" in r["detail"] and r["action"] is None
+    assert r["before_stamp"] == {"sec": 20, "nanosec": 900_000_000}
+    # the after frame has an encoding nobody knows
+    for i in range(30):
+        t = int((30.0 + i * 0.1) * S)
+        h.frame(t, encoding="yuv422_weird") if i == 18 else h.frame(t)
+        if i == 12:
+            h.event("start", "bad-enc", int(31.0 * S), "open")
+        if i == 16:
+            h.event("end", "bad-enc", int(31.5 * S))
+    r = h.result("bad-enc")
+    assert r["status"] == "bad_image" and "unknown image encoding" in r["detail"]
+    assert r["after_stamp"] == {"sec": 31, "nanosec": 800_000_000}
+    # malformed event JSON
+    h.raw_event('{"phase": "start", "stamp": "yesterday"')
+    r = h.result("unknown")
+    assert r["status"] == "bad_event" and "JSON" in r["detail"]
+    # an event whose start lies before every buffered frame
+    h.event("start", "no-frames", int(5.0 * S), "open")
+    h.event("end", "no-frames", int(5.5 * S))
+    r = h.result("no-frames")
+    assert r["status"] == "no_before_frame" and r["verified"] is None
+    # an end nobody started
+    h.event("end", "ghost", int(40.0 * S))
+    assert h.result("ghost")["status"] == "end_without_start"
+    # and the node still serves the next event
+    frames_and_event(h, "good-2", 50.0, action="close")
+    r = h.result("good-2")
+    assert r["status"] == "ok" and r["expected_action"] == "close" and r["verified"] == (r["action"] == "close")
+    assert h.node.counters["bad_images"] == 2 and h.node.counters["bad_events"] == 1
+
+
+def test_corrupt_jpeg_on_the_compressed_transport(harness_factory, tiny_model):
+    h = harness_factory({"model_dir": str(tiny_model), "device": "cpu"}, transport="compressed")
+    good = images.rgb_to_jpeg(np.full((24, 32, 3), 90, np.uint8))
+
+    def jpeg(t_ns: int, data: bytes) -> None:
+        msg = CompressedImage(format="jpeg", data=data)
+        msg.header.stamp = conversions.to_time(t_ns)
+        msg.header.frame_id = "test_cam"
+        h.pub_img.publish(msg)
+        time.sleep(0.002)
+
+    for eid, t0, corrupt in (("jpeg-bad", 10.0, True), ("jpeg-good", 20.0, False)):
+        for i in range(30):
+            t = int((t0 + i * 0.1) * S)
+            jpeg(t, good[:200] + b"\x00" * 50 if (corrupt and i == 18) else good)
+            if i == 12:
+                h.event("start", eid, int((t0 + 1.0) * S), "open")
+            if i == 16:
+                h.event("end", eid, int((t0 + 1.5) * S))
+    r = h.result("jpeg-bad")
+    assert r["status"] == "bad_image" and "could not be decoded" in r["detail"]
+    assert h.result("jpeg-good")["status"] == "ok"
+
+
+def test_missing_model_is_reported_not_fatal(harness_factory, tmp_path):
+    h = harness_factory({"model_dir": str(tmp_path / "no_such_model")})
+    assert h.started  # configure succeeds; every event says why there is no answer
+    frames_and_event(h, "m-1", 10.0)
+    r = h.result("m-1")
+    assert r["status"] == "model_error" and "does not exist" in r["detail"] and r["action"] is None
+    frames_and_event(h, "m-2", 20.0)
+    assert h.result("m-2")["status"] == "model_error"
+    deadline = time.monotonic() + 5
+    while not h.diagnostics and time.monotonic() < deadline:
+        time.sleep(0.05)
+    st = h.diagnostics[-1].status[0]
+    assert st.level == st.ERROR and "no model" in st.message
+
+
+def test_start_and_end_services_and_timeouts(harness_factory, tiny_model):
+    h = harness_factory({"model_dir": str(tiny_model), "device": "cpu", "max_event_duration": 1.0,
+                         "pre_offset": 0.0, "post_settle": 0.1})
+    client_start = h.io.create_client(Trigger, "/cde_perception/start")
+    client_end = h.io.create_client(Trigger, "/cde_perception/end")
+    assert client_start.wait_for_service(5.0) and client_end.wait_for_service(5.0)
+    stop = threading.Event()
+    base = 100 * S
+    t0 = time.monotonic()
+
+    def camera():  # frames stamped in real time, as a live camera would
+        while not stop.is_set():
+            h.frame(base + int((time.monotonic() - t0) * S))
+            time.sleep(0.03)
+
+    cam = threading.Thread(target=camera, daemon=True)
+    cam.start()
+    try:
+        time.sleep(0.5)
+        assert client_start.call(Trigger.Request(), timeout_sec=5.0).success
+        time.sleep(0.4)
+        assert client_end.call(Trigger.Request(), timeout_sec=5.0).success
+        r = h.result("auto-000001")
+        assert r["status"] == "ok" and r["expected_action"] is None and r["verified"] is None
+        # a start that never ends times out after max_event_duration
+        h.event("start", "forever", base + int((time.monotonic() - t0) * S))
+        r = h.result("forever", timeout=10)
+        assert r["status"] == "timeout"
+    finally:
+        stop.set()
+        cam.join()
+
+
+def test_event_storm_is_bounded_and_reported(harness_factory, tiny_model):
+    h = harness_factory({"model_dir": str(tiny_model), "device": "cpu", "max_open_events": 3})
+    h.frame(1 * S)
+    for k in range(6):
+        h.event("start", f"s{k}", 2 * S + k)
+    for k in range(3, 6):
+        assert h.result(f"s{k}")["status"] == "dropped"
+    assert h.node._pairer.open_events == 3
+
+
+def test_lifecycle_deactivate_stops_and_activate_resumes(harness_factory, tiny_model):
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    h = harness_factory({"model_dir": str(tiny_model), "device": "cpu"})
+    assert h.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert h.node._worker is None and not h.node._subs
+    assert h.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    h._wait_matched()
+    frames_and_event(h, "after-reactivation", 10.0)
+    assert h.result("after-reactivation")["status"] == "ok"
+
+
+def test_invalid_parameters_are_refused_with_the_reason(tiny_model):
+    from rclpy.exceptions import InvalidParameterValueException
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    try:
+        with pytest.raises(InvalidParameterValueException, match="pre_offset out of range"):
+            PerceptionNode(context=ctx, parameter_overrides=[Parameter("pre_offset", value=-1.0)])
+        node = PerceptionNode(context=ctx, parameter_overrides=[
+            Parameter("model_dir", value=str(tiny_model)), Parameter("image_transport", value="carrier_pigeon")])
+        assert not start(node)  # configure refuses it (and logs: image_transport='carrier_pigeon' is not one of ...)
+        assert node._validate() == ["image_transport='carrier_pigeon' is not one of ('raw', 'compressed')"]
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=ctx)

@@ -1,0 +1,170 @@
+"""Frame selection and event bookkeeping exactly as CONTRACT.md says."""
+import pytest
+
+from cde_ros.core.events import EventPhase
+from cde_ros.core.pairing import EventPairer, PairingConfig
+from cde_ros.core.snapshot import Frame, SnapshotBuffer
+
+MS = 1_000_000
+
+
+def frame(ms: int, nbytes: int = 10) -> Frame:
+    return Frame(ms * MS, payload=f"img@{ms}", frame_id="cam", nbytes=nbytes)
+
+
+def make(pre=100, post=300, **kw) -> EventPairer:
+    cfg = PairingConfig(pre_offset_s=pre / 1000, post_settle_s=post / 1000, **kw)
+    return EventPairer(cfg, SnapshotBuffer(max_age_ns=10_000 * MS))
+
+
+def feed(p: EventPairer, items):
+    out = []
+    for it in items:
+        if isinstance(it, Frame):
+            out += p.on_frame(it)
+        else:
+            out += p.on_event(it, received_ns=0)
+    return out
+
+
+def test_contract_selection_rule():
+    p = make()
+    out = feed(p, [frame(t) for t in range(0, 1001, 50)] +  # 0..1000 ms at 20 Hz
+               [EventPhase("start", "a", 1000 * MS, "open")] +
+               [frame(t) for t in range(1050, 3001, 50)] +
+               [EventPhase("end", "a", 2000 * MS)] +
+               [frame(t) for t in range(3050, 3500, 50)])
+    kinds = [(o.kind, o.event_id) for o in out]
+    assert kinds == [("before", "a"), ("pair", "a")]
+    pair = out[-1]
+    # newest frame with stamp <= 1000 - 100 ms; oldest frame with stamp >= 2000 + 300 ms
+    assert pair.before.stamp_ns == 900 * MS
+    assert pair.after.stamp_ns == 2300 * MS
+    assert pair.expected_action == "open" and pair.status == "ok"
+
+
+def test_exact_boundaries_are_inclusive():
+    p = make(pre=100, post=300)
+    out = feed(p, [frame(900), frame(950), EventPhase("start", "a", 1000 * MS), frame(1000),
+                   EventPhase("end", "a", 1500 * MS), frame(1700), frame(1800), frame(1850)])
+    pair = out[-1]
+    assert pair.before.stamp_ns == 900 * MS and pair.after.stamp_ns == 1800 * MS
+
+
+def test_before_waits_for_a_later_frame_and_after_waits_for_the_settle_time():
+    p = make(pre=0, post=300)
+    assert feed(p, [frame(0), EventPhase("start", "a", 10 * MS)]) == []  # a frame <= 10 ms may still come
+    out = feed(p, [frame(10)])
+    assert out[0].kind == "before" and out[0].before.stamp_ns == 10 * MS
+    assert feed(p, [EventPhase("end", "a", 500 * MS), frame(600), frame(799)]) == []
+    out = feed(p, [frame(800)])
+    assert out[0].kind == "pair" and out[0].after.stamp_ns == 800 * MS
+
+
+def test_out_of_order_frames_are_sorted_by_stamp():
+    p = make(pre=0, post=0)
+    out = feed(p, [frame(100), frame(300), frame(200), EventPhase("start", "a", 250 * MS),
+                   EventPhase("end", "a", 260 * MS)])
+    pair = [o for o in out if o.kind == "pair"][0]
+    assert pair.before.stamp_ns == 200 * MS and pair.after.stamp_ns == 300 * MS
+    assert p.buffer.stats.out_of_order == 1
+
+
+def test_overlapping_events_by_id():
+    p = make(pre=0, post=0)
+    out = feed(p, [frame(0), frame(100), EventPhase("start", "a", 100 * MS), frame(200),
+                   EventPhase("start", "b", 200 * MS), frame(300), EventPhase("end", "a", 300 * MS), frame(400),
+                   EventPhase("end", "b", 400 * MS)])
+    pairs = {o.event_id: o for o in out if o.kind == "pair"}
+    assert pairs["a"].before.stamp_ns == 100 * MS and pairs["a"].after.stamp_ns == 300 * MS
+    assert pairs["b"].before.stamp_ns == 200 * MS and pairs["b"].after.stamp_ns == 400 * MS
+
+
+def test_end_without_id_closes_the_latest_open_start():
+    p = make(pre=0, post=0)
+    out = feed(p, [frame(0), EventPhase("start", None, 0), frame(100), EventPhase("start", None, 100 * MS),
+                   frame(200), EventPhase("end", None, 200 * MS)])
+    pair = [o for o in out if o.kind == "pair"][0]
+    assert pair.event_id == "auto-000002" and pair.before.stamp_ns == 100 * MS
+    assert p.open_events == 1
+
+
+def test_errors_have_statuses():
+    p = make(pre=0, post=0, max_open_events=2, max_event_duration_s=5.0, after_wait_s=1.0)
+    out = feed(p, [EventPhase("end", "ghost", 0)])
+    assert out[0].status == "end_without_start"
+    out = feed(p, [EventPhase("start", "early", 0)])  # no frame at all yet
+    assert out == []
+    out = feed(p, [frame(50)])
+    assert out[0].status == "no_before_frame" and "no frame" in out[0].detail
+    assert feed(p, [EventPhase("end", "early", 60 * MS)]) == []  # answered already: one result per event
+    feed(p, [EventPhase("start", "x", 100 * MS), EventPhase("start", "y", 100 * MS)])
+    out = feed(p, [EventPhase("start", "z", 100 * MS)])
+    assert out[0].status == "dropped"
+    out = feed(p, [EventPhase("start", "x", 100 * MS)])
+    assert out[0].status == "duplicate_event_id"
+    out = feed(p, [EventPhase("end", "x", 10 * MS)])
+    assert out[0].status == "end_before_start"
+    out = p.expire(100 * MS + 6_000 * MS)
+    assert [(o.event_id, o.status) for o in out] == [("y", "timeout")]
+    assert p.stats.errors == {"end_without_start": 1, "no_before_frame": 1, "dropped": 1,
+                              "duplicate_event_id": 1, "end_before_start": 1, "timeout": 1,
+                              "end_of_closed_event": 1}
+
+
+def test_after_frame_that_never_comes():
+    p = make(pre=0, post=100, after_wait_s=1.0)
+    feed(p, [frame(0), frame(10), EventPhase("start", "a", 5 * MS), EventPhase("end", "a", 50 * MS)])
+    assert p.expire(500 * MS) == []
+    out = p.expire(1200 * MS)
+    assert out[0].status == "no_after_frame" and out[0].before.stamp_ns == 0
+
+
+def test_flush_at_end_of_recording():
+    p = make(pre=0, post=0)
+    feed(p, [frame(0), EventPhase("start", "a", 0), frame(10)])
+    out = p.flush()
+    assert out[0].status == "timeout"
+
+
+def test_clock_jump_back_clears_buffer_and_fails_open_events():
+    p = make(pre=0, post=0)
+    feed(p, [frame(5000), frame(5100), EventPhase("start", "a", 5100 * MS), frame(5200)])
+    out = feed(p, [frame(100)])  # bag loop / simulator reset
+    assert [o.status for o in out] == ["clock_jump"]
+    assert len(p.buffer) == 1 and p.buffer.stats.clock_jumps == 1
+    out = feed(p, [EventPhase("start", "b", 100 * MS), frame(200), EventPhase("end", "b", 200 * MS)])
+    assert out[-1].kind == "pair" and out[-1].before.stamp_ns == 100 * MS
+
+
+def test_buffer_bounds_age_count_and_bytes():
+    b = SnapshotBuffer(max_age_ns=1000 * MS, max_frames=5, max_bytes=10**9)
+    for t in range(0, 2000, 100):
+        b.add(frame(t))
+    assert len(b) == 5 and b.oldest_ns == 1500 * MS
+    b = SnapshotBuffer(max_age_ns=1000 * MS, max_frames=100, max_bytes=10**9, jump_back_ns=5000 * MS)
+    for t in range(0, 3000, 100):
+        b.add(frame(t))
+    assert b.oldest_ns == 1900 * MS
+    b.add(frame(1000))  # older than the buffer, but no clock jump: refused
+    assert b.stats.too_old == 1 and b.stats.clock_jumps == 0 and b.oldest_ns == 1900 * MS
+    b.add(frame(-3000))  # further back than jump_back_ns: a new time line
+    assert b.stats.clock_jumps == 1 and len(b) == 1
+    b = SnapshotBuffer(max_age_ns=10**12, max_frames=100, max_bytes=35)
+    for t in range(10):
+        b.add(frame(t, nbytes=10))
+    assert len(b) == 3 and b.nbytes == 30
+
+
+def test_duplicate_stamp_replaces_frame():
+    b = SnapshotBuffer()
+    b.add(Frame(1, "old", nbytes=5))
+    b.add(Frame(1, "new", nbytes=7))
+    assert len(b) == 1 and b.newest_at_or_before(1).payload == "new" and b.nbytes == 7
+
+
+def test_invalid_config_is_rejected():
+    with pytest.raises(ValueError):
+        PairingConfig(pre_offset_s=-1)
+    with pytest.raises(ValueError):
+        SnapshotBuffer(max_frames=0)

@@ -1,0 +1,77 @@
+import json
+
+import numpy as np
+import pytest
+
+from cde_ros.core.actions import ACTIONS
+from cde_ros.core.config import load_config
+from cde_ros.core.model import ModelConfig
+from cde_ros.core.preprocess import Preprocessing
+from cde_ros.core.synthetic import SceneConfig, generate_pairs
+from cde_ros.core.training import TrainConfig, train
+
+MC = ModelConfig(backbone_kwargs={"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2},
+                 embed_dim=32, projector_hidden=32, top_k=4)
+PRE = Preprocessing(32)
+
+
+@pytest.fixture(scope="module")
+def data():
+    cfg = SceneConfig(size=(64, 64))
+    return generate_pairs("iid", 160, cfg, seed=0), generate_pairs("val", 60, cfg, seed=0)
+
+
+def test_training_learns_and_logs_every_term(tmp_path, data):
+    tr, va = data
+    res = train(tr, va, list(ACTIONS), MC, PRE, TrainConfig(epochs=4, batch_size=32, lr=2e-3), tmp_path,
+                progress=False, log=lambda m: None)
+    h = res.history
+    assert [r["epoch"] for r in h] == [1, 2, 3, 4]
+    assert {"train_ce", "train_supcon", "train_l1", "train_total", "val_accuracy"} <= set(h[0])
+    assert h[-1]["train_ce"] < h[0]["train_ce"]
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert meta["training"]["history"] == h and meta["metrics"]["val_accuracy"] == h[-1]["val_accuracy"]
+    assert meta["model_id"] == res.model_id
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, data):
+    tr, _ = data
+    cfg = TrainConfig(epochs=3, batch_size=32)
+    full = train(tr, None, list(ACTIONS), MC, PRE, cfg, tmp_path / "full", progress=False, log=lambda m: None)
+
+    def interrupt_after_epoch_2(line: str) -> None:
+        if line.startswith("epoch 2/3"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tr, None, list(ACTIONS), MC, PRE, cfg, tmp_path / "run", progress=False, log=interrupt_after_epoch_2)
+    assert not (tmp_path / "run" / "model.json").exists()
+    assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["epoch"] == 2
+    lines = []
+    resumed = train(tr, None, list(ACTIONS), MC, PRE, cfg, tmp_path / "run", resume=True, progress=False,
+                    log=lines.append)
+    assert any("resuming" in line and "after epoch 2" in line for line in lines)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    assert resumed.history[:2] == full.history[:2]
+    assert resumed.history[-1]["train_total"] == pytest.approx(full.history[-1]["train_total"], rel=1e-4)
+
+
+def test_unknown_labels_are_refused(data):
+    tr, _ = data
+    with pytest.raises(ValueError, match="not in the label set"):
+        train(tr, None, ["open", "close"], MC, PRE, TrainConfig(epochs=1), None, progress=False)
+
+
+def test_yaml_config_is_read_and_checked(tmp_path):
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "config" / "train.yaml")
+    assert cfg.model.head == "patch" and cfg.training.loss.alpha_contrast == 2.0
+    assert cfg.training.loss.alpha_sparsity == 1.0 and cfg.model.embed_dim == 256
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  epochz: 3\n")
+    with pytest.raises(ValueError, match="epochz"):
+        load_config(bad)
+    bad.write_text("modle: {}\n")
+    with pytest.raises(ValueError, match="modle"):
+        load_config(bad)
