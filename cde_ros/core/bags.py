@@ -211,12 +211,82 @@ def _open_reader(bag: Path):
 
     if not bag.exists():
         raise BagError(f"bag {bag}: does not exist")
-    try:
-        reader = Reader(bag)
-        reader.open()
-    except Exception as exc:  # rosbags raises several types for unreadable bags
-        raise BagError(f"bag {bag}: cannot be opened: {exc}") from None
+    reader = Reader(bag)
+    reader.open()
     return reader
+
+
+def _salvage_mcap(bag: Path, report: BagReport, why: Exception):
+    """A truncated MCAP (a recorder that died has no footer): read records in order until the
+    damage. Returns (topics, message iterator) or raises BagError when there is nothing to read."""
+    from mcap.records import Channel, Message, Schema
+    from mcap.stream_reader import StreamReader
+
+    files = [bag] if bag.suffix == ".mcap" else sorted(bag.glob("*.mcap"))
+    if not files:
+        raise BagError(f"bag {bag}: cannot be opened: {why}") from None
+    schemas: dict[int, str] = {}
+    channels: dict[int, tuple[str, str]] = {}
+    messages: list[tuple[str, str, int, bytes]] = []
+
+    def records():
+        for f in files:
+            with open(f, "rb") as fh:
+                try:
+                    for rec in StreamReader(fh, emit_chunks=False).records:
+                        yield rec
+                except Exception as exc:  # noqa: BLE001  end of the readable part
+                    report.problems.append(f"bag {bag}: {f.name} is damaged or truncated ({type(exc).__name__}: "
+                                           f"{exc}); the messages before the damage are used")
+
+    def gen():
+        for rec in records():
+            if isinstance(rec, Schema):
+                schemas[rec.id] = rec.name
+            elif isinstance(rec, Channel):
+                channels[rec.id] = (rec.topic, schemas.get(rec.schema_id, ""))
+            elif isinstance(rec, Message) and rec.channel_id in channels:
+                topic, msgtype = channels[rec.channel_id]
+                yield topic, msgtype, rec.log_time, rec.data
+
+    # topics are only known once their Channel record is read: peek until the first message of each
+    it = gen()
+    for item in it:
+        messages.append(item)
+        if len(messages) >= 200 or len(set(m[0] for m in messages)) >= 2:
+            break
+    report.problems.append(f"bag {bag}: cannot be opened normally ({why}); reading the MCAP records in order")
+    topics = {t: ty for t, ty in channels.values()}
+
+    def chained():
+        yield from messages
+        yield from it
+    return topics, {}, chained()
+
+
+def _bag_messages(bag: Path, wanted: tuple[str, ...], report: BagReport):
+    """(topic -> msgtype, topic -> message count or None when unknown, iterator of
+    (topic, msgtype, log_ns, raw cdr) in recording order)."""
+    try:
+        reader = _open_reader(bag)
+    except BagError:
+        raise
+    except Exception as exc:  # rosbags raises several types for unreadable bags
+        return _salvage_mcap(bag, report, exc)
+    topics = {c.topic: c.msgtype for c in reader.connections}
+    conns = [c for c in reader.connections if c.topic in wanted]
+    counts = {t: sum(c.msgcount for c in reader.connections if c.topic == t) for t in wanted}
+
+    def gen():
+        try:
+            for conn, log_ns, raw in reader.messages(connections=conns):
+                yield conn.topic, conn.msgtype, log_ns, raw
+        except Exception as exc:  # noqa: BLE001  damaged storage part way through
+            report.problems.append(f"bag {bag}: reading stopped at a damaged part, the messages before it are "
+                                   f"used: {type(exc).__name__}: {exc}")
+        finally:
+            reader.close()
+    return topics, counts, gen()
 
 
 def iter_bag(bag: Path, image_topic: str, event_topic: str, report: BagReport
@@ -224,45 +294,35 @@ def iter_bag(bag: Path, image_topic: str, event_topic: str, report: BagReport
     """Yield ("frame", log_ns, Frame) and ("event", log_ns, EventPhase | EventParseError) in
     recording order. Raises BagError when the bag cannot be used at all; a read error part way
     through ends the iteration with a problem noted (what came before is used)."""
-    reader = _open_reader(bag)
-    try:
-        topics = {c.topic: c.msgtype for c in reader.connections}
-        if image_topic not in topics:
-            raise BagError(f"bag {bag}: has no image topic {image_topic} (topics: {', '.join(sorted(topics)) or 'none'})")
-        if topics[image_topic] not in IMAGE_TYPES:
-            raise BagError(f"bag {bag}: {image_topic} is {topics[image_topic]}, not an Image or CompressedImage")
-        if event_topic not in topics:
-            raise BagError(f"bag {bag}: has no event topic {event_topic} (topics: {', '.join(sorted(topics))})")
-        if topics[event_topic] != STRING_TYPE:
-            raise BagError(f"bag {bag}: {event_topic} is {topics[event_topic]}, not {STRING_TYPE}")
-        conns = [c for c in reader.connections if c.topic in (image_topic, event_topic)]
-        if not any(c.msgcount for c in conns if c.topic == event_topic) and reader.message_count:
-            raise BagError(f"bag {bag}: has no messages on {event_topic}, so there are no events to pair")
-        ts = _typestore()
+    topics, counts, messages = _bag_messages(bag, (image_topic, event_topic), report)
+    if image_topic not in topics:
+        raise BagError(f"bag {bag}: has no image topic {image_topic} (topics: {', '.join(sorted(topics)) or 'none'})")
+    if topics[image_topic] not in IMAGE_TYPES:
+        raise BagError(f"bag {bag}: {image_topic} is {topics[image_topic]}, not an Image or CompressedImage")
+    if event_topic not in topics:
+        raise BagError(f"bag {bag}: has no event topic {event_topic} (topics: {', '.join(sorted(topics))})")
+    if topics[event_topic] != STRING_TYPE:
+        raise BagError(f"bag {bag}: {event_topic} is {topics[event_topic]}, not {STRING_TYPE}")
+    if counts.get(event_topic) == 0:
+        raise BagError(f"bag {bag}: has no messages on {event_topic}, so there are no events to pair")
+    ts = _typestore()
+    for topic, msgtype, log_ns, raw in messages:
+        if topic not in (image_topic, event_topic):
+            continue
         try:
-            for conn, log_ns, raw in reader.messages(connections=conns):
-                try:
-                    msg = ts.deserialize_cdr(raw, conn.msgtype)
-                except Exception as exc:
-                    report.skip("undecodable_message")
-                    report.problems.append(f"bag {bag}: a {conn.topic} message at {log_ns / 1e9:.3f} s "
-                                           f"cannot be deserialised: {exc}")
-                    continue
-                if conn.topic == image_topic:
-                    stamp = stamps.to_ns(msg.header.stamp.sec, msg.header.stamp.nanosec)
-                    yield "frame", log_ns, Frame(stamp, msg, msg.header.frame_id, len(msg.data))
-                else:
-                    try:
-                        yield "event", log_ns, parse_event(msg.data)
-                    except EventParseError as exc:
-                        yield "event", log_ns, exc
-        except BagError:
-            raise
-        except Exception as exc:  # truncated / corrupt storage part way through
-            report.problems.append(f"bag {bag}: reading stopped at a damaged part, "
-                                   f"the messages before it are used: {type(exc).__name__}: {exc}")
-    finally:
-        reader.close()
+            msg = ts.deserialize_cdr(raw, msgtype)
+        except Exception as exc:  # noqa: BLE001
+            report.skip("undecodable_message")
+            report.problems.append(f"bag {bag}: a {topic} message at {log_ns / 1e9:.3f} s cannot be deserialised: {exc}")
+            continue
+        if topic == image_topic:
+            stamp = stamps.to_ns(msg.header.stamp.sec, msg.header.stamp.nanosec)
+            yield "frame", log_ns, Frame(stamp, msg, msg.header.frame_id, len(msg.data))
+        else:
+            try:
+                yield "event", log_ns, parse_event(msg.data)
+            except EventParseError as exc:
+                yield "event", log_ns, exc
 
 
 def pair_bag(bag: str | Path, pre: Preprocessing, pairing: PairingConfig,
@@ -400,5 +460,7 @@ def read_pairs(bags: list[str | Path], pre: Preprocessing, pairing: PairingConfi
         if cached_file is not None and not any("damaged" in p for p in report.problems):
             if pairs is not None:
                 pairs.save(cached_file)
-            cached_file.with_suffix(".json").write_text(json.dumps(asdict(report)))
+            tmp = cached_file.with_suffix(f".json.{os.getpid()}.tmp")  # the JSON marks a complete entry
+            tmp.write_text(json.dumps(asdict(report)))
+            os.replace(tmp, cached_file.with_suffix(".json"))
     return (PairSet.concat(parts) if parts else None), reports

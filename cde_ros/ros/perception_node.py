@@ -72,6 +72,8 @@ PARAMS: dict[str, _Param] = {
     "device": _Param("auto", "auto (cuda when available), cuda, cuda:N or cpu.", choices=None),
     "precision": _Param("auto", "auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16.",
                         choices=("auto", "fp32", "fp16", "bf16")),
+    "precompute_before": _Param(True, "Encode the before frame when the event starts (false: encode both "
+                                "frames at the end, only useful to measure the difference)."),
     "warmup": _Param(True, "Run dummy inferences at activation so the first event is not slow."),
     "buffer_seconds": _Param(10.0, "Keep frames this long (relative to the newest stamp).", range=(0.1, 600.0)),
     "buffer_max_frames": _Param(600, "Upper bound on buffered frames.", range=(2, 100000)),
@@ -143,6 +145,7 @@ class PerceptionNode(LifecycleNode):
         self._timers: list[Any] = []
         self._latency = _Latency()
         self._data_clock: tuple[int, float] | None = None  # (newest data stamp, monotonic time seen)
+        self.ingest_cpu_ns = 0  # CPU time spent in image callbacks (thread time)
         self.counters = {"frames": 0, "events": 0, "bad_events": 0, "results": 0, "dropped_events": 0,
                          "bad_images": 0, "befores_not_precomputed": 0}
         self._rate_window: deque[float] = deque(maxlen=200)
@@ -303,6 +306,7 @@ class PerceptionNode(LifecycleNode):
             self._data_clock = (ns, time.monotonic())
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
+        t0 = time.thread_time_ns()
         try:
             frame = conversions.frame_from_msg(msg)
         except Exception as exc:  # noqa: BLE001  a message without a usable header
@@ -316,6 +320,7 @@ class PerceptionNode(LifecycleNode):
             self._saw_stamp(frame.stamp_ns)
             outcomes = self._pairer.on_frame(frame)
         self._dispatch(outcomes)
+        self.ingest_cpu_ns += time.thread_time_ns() - t0
 
     def _on_event(self, msg: String) -> None:
         try:
@@ -355,6 +360,8 @@ class PerceptionNode(LifecycleNode):
     def _dispatch(self, outcomes: list[Outcome]) -> None:
         now = time.perf_counter()
         for o in outcomes:
+            if o.kind == "before" and not self._p("precompute_before"):
+                continue
             job = _Job(o.kind, o, now)
             try:
                 self._queue.put_nowait(job)
@@ -476,6 +483,7 @@ class PerceptionNode(LifecycleNode):
             "clock_jumps": buf.stats.clock_jumps if buf is not None else 0,
             "open_events": open_events,
             "queue_depth": self._queue.qsize(),
+            "ingest_cpu_us_per_frame": round(self.ingest_cpu_ns / 1e3 / max(1, self.counters["frames"]), 1),
             "device": st.hardware_id,
             "model": self._predictor.model_id if self._predictor is not None else "",
             **{f"latency_ms_{k}": round(v, 2) for k, v in self._latency.percentiles().items()},

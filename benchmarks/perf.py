@@ -1,0 +1,379 @@
+"""Performance benchmarks of cde_ros on the machine it runs on (not tests: nothing here asserts).
+
+    ./dev python benchmarks/perf.py                 # everything, writes benchmarks/results/perf.{md,json}
+    ./dev python benchmarks/perf.py --only latency  # one section (latency, ingest, pairing, training, soak)
+
+Sections:
+- latency:  end event received -> /cde/action published, through rclpy (node + publisher +
+            listener in one process), for the shipped model and a ViT-S/16 at 224 px, with the
+            before embedding computed at event start vs both frames encoded at the end.
+- ingest:   CPU time per frame in the node's image callback at 30 Hz for 640x480 and 1920x1080
+            rgb8, and the buffer's memory, vs decoding (and resizing) every frame on arrival.
+- pairing:  events/s and frames/s of `pair_bag` vs the raw rosbags read (+deserialise) rate.
+- training: pairs/s of the default model on this machine's CPU.
+- soak:     the node's RSS over a 10-minute 30 Hz stream (stamps 30 Hz apart, published faster
+            than real time; the buffer is bounded by stamps, so memory behaves as in real time).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+S = 10**9
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class NodeRig:
+    """The perception node plus a publisher/listener node on one executor."""
+
+    def __init__(self, params: dict):
+        import rclpy
+        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.parameter import Parameter
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+        from std_msgs.msg import String
+
+        from cde_ros.ros.perception_node import PerceptionNode, start
+
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx)
+        base = {"image_qos_reliability": "reliable", "image_qos_depth": 100, "device": "cpu",
+                "diagnostics_period": 1.0, **params}
+        self.node = PerceptionNode(context=self.ctx, parameter_overrides=[Parameter(k, value=v) for k, v in base.items()])
+        self.io = rclpy.create_node("cde_bench_io", context=self.ctx)
+        rel = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+        self.pub_img = self.io.create_publisher(Image, "/camera/image_raw", rel)
+        self.pub_ev = self.io.create_publisher(String, "/cde/event", rel)
+        self.results: dict[str, tuple[float, dict]] = {}
+        self.cv = threading.Condition()
+
+        def on_action(msg):
+            with self.cv:
+                d = json.loads(msg.data)
+                self.results[d["event_id"]] = (time.perf_counter(), d)
+                self.cv.notify_all()
+
+        self.io.create_subscription(String, "/cde/action", on_action, rel)
+        if not start(self.node):
+            raise RuntimeError("perception node did not start")
+        self.ex = MultiThreadedExecutor(num_threads=3, context=self.ctx)
+        self.ex.add_node(self.node)
+        self.ex.add_node(self.io)
+        self.thread = threading.Thread(target=self.ex.spin, daemon=True)
+        self.thread.start()
+        while not (self.pub_img.get_subscription_count() and self.pub_ev.get_subscription_count()):
+            time.sleep(0.05)
+
+    def wait(self, eid: str, timeout: float = 60.0):
+        deadline = time.monotonic() + timeout
+        with self.cv:
+            while eid not in self.results:
+                if not self.cv.wait(max(0.0, deadline - time.monotonic())):
+                    raise TimeoutError(eid)
+            return self.results[eid]
+
+    def close(self):
+        import rclpy
+
+        self.node.trigger_shutdown()
+        self.ex.shutdown()
+        self.thread.join(timeout=10)
+        self.node.destroy_node()
+        self.io.destroy_node()
+        rclpy.shutdown(context=self.ctx)
+
+
+def make_vit_s16(out: Path) -> Path:
+    """A ViT-S/16 at 224 px (random weights: latency does not depend on them)."""
+    from cde_ros.core.actions import ACTIONS
+    from cde_ros.core.model import CausalDeltaModel, ModelConfig
+    from cde_ros.core.preprocess import Preprocessing
+
+    m = CausalDeltaModel(ModelConfig(backbone="vit_small_patch16_224", backbone_kwargs={}, labels=list(ACTIONS)),
+                         Preprocessing(224))
+    m.save(out)
+    return out
+
+
+def bench_latency(models: dict[str, Path], events: int) -> list[dict]:
+    from cde_ros.core.events import EventPhase
+    from cde_ros.ros.conversions import rgb_to_image_msg
+    from std_msgs.msg import String
+
+    rows = []
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(4)]
+    for name, model_dir in models.items():
+        for precompute in (True, False):
+            rig = NodeRig({"model_dir": str(model_dir), "pre_offset": 0.0, "post_settle": 0.0,
+                           "precompute_before": precompute})
+            lat = []
+            try:
+                t = 10 * S
+                for k in range(events + 2):  # the first two are discarded (allocator warm-up)
+                    eid = f"e{k}"
+                    rig.pub_img.publish(rgb_to_image_msg(frames[k % 4], t, "cam"))
+                    rig.pub_ev.publish(String(data=EventPhase("start", eid, t).to_json()))
+                    rig.pub_img.publish(rgb_to_image_msg(frames[(k + 1) % 4], t + S // 10, "cam"))
+                    time.sleep(0.4)  # the before encoding happens during the manipulation
+                    rig.pub_img.publish(rgb_to_image_msg(frames[(k + 2) % 4], t + 2 * S, "cam"))
+                    time.sleep(0.05)
+                    t0 = time.perf_counter()
+                    rig.pub_ev.publish(String(data=EventPhase("end", eid, t + 2 * S).to_json()))
+                    t1, res = rig.wait(eid)
+                    assert res["status"] == "ok", res
+                    if k >= 2:
+                        lat.append((t1 - t0) * 1e3)
+                    t += 3 * S
+            finally:
+                rig.close()
+            rows.append({"model": name, "precompute_before": precompute, "events": len(lat),
+                         "median_ms": statistics.median(lat), "p95_ms": float(np.percentile(lat, 95))})
+            print(f"latency {name} precompute={precompute}: median {rows[-1]['median_ms']:.1f} ms, "
+                  f"p95 {rows[-1]['p95_ms']:.1f} ms", flush=True)
+    return rows
+
+
+def bench_ingest(seconds: float) -> list[dict]:
+    from cde_ros.core.paths import shipped_model_dir
+    from cde_ros.core.preprocess import Preprocessing
+    from cde_ros.ros import conversions
+
+    rows = []
+    pre = Preprocessing(64)
+    for (w, h) in ((640, 480), (1920, 1080)):
+        rng = np.random.default_rng(1)
+        imgs = [conversions.rgb_to_image_msg(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), 0, "cam")
+                for _ in range(4)]
+        rig = NodeRig({"model_dir": str(shipped_model_dir()), "buffer_seconds": 10.0, "buffer_max_frames": 1000,
+                       "buffer_max_mb": 4096.0})
+        n = int(seconds * 30)
+        try:
+            t0 = time.perf_counter()
+            for i in range(n):
+                msg = imgs[i % 4]
+                msg.header.stamp = conversions.to_time(10 * S + i * S // 30)
+                rig.pub_img.publish(msg)
+                delay = t0 + (i + 1) / 30 - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            time.sleep(0.5)
+            received = rig.node.counters["frames"]
+            cpu_us = rig.node.ingest_cpu_ns / 1e3 / max(1, received)
+            buf_mb = rig.node._buffer.nbytes / 2**20
+            buf_frames = len(rig.node._buffer)
+        finally:
+            rig.close()
+        # the alternative: decode (and resize to the model input) every frame as it arrives
+        dec = []
+        for i in range(60):
+            c0 = time.thread_time_ns()
+            pre.resize(conversions.decode(imgs[i % 4]))
+            dec.append((time.thread_time_ns() - c0) / 1e3)
+        decode_us = statistics.mean(dec[5:])
+        rows.append({"size": f"{w}x{h}", "frames_sent": n, "frames_received": received,
+                     "ingest_cpu_us_per_frame": round(cpu_us, 1), "decode_on_arrival_cpu_us_per_frame": round(decode_us, 1),
+                     "ratio_decode_over_ingest": round(decode_us / cpu_us, 1), "buffer_frames": buf_frames,
+                     "buffer_mb": round(buf_mb, 1)})
+        print(f"ingest {w}x{h}: {cpu_us:.0f} us/frame in the callback vs {decode_us:.0f} us to decode on arrival; "
+              f"buffer {buf_frames} frames, {buf_mb:.0f} MB", flush=True)
+    return rows
+
+
+def bench_pairing(events: int, tmp: Path) -> dict:
+    from rosbags.rosbag2 import Reader
+    from rosbags.typesys import Stores, get_typestore
+
+    from cde_ros.core.bags import RecordConfig, pair_bag, record_synthetic
+    from cde_ros.core.pairing import PairingConfig
+    from cde_ros.core.preprocess import Preprocessing
+
+    bag = tmp / "pairing_bag"
+    record_synthetic(bag, RecordConfig(storage="mcap", events=events, size=(640, 480)), progress=False)
+    ts = get_typestore(Stores.ROS2_KILTED)
+    raw_s = pair_s = float("inf")
+    for _ in range(3):  # best of three, alternating, so page cache and load affect both alike
+        t0 = time.perf_counter()
+        n = 0
+        with Reader(bag) as r:
+            for conn, _, raw in r.messages():
+                ts.deserialize_cdr(raw, conn.msgtype)
+                n += 1
+        raw_s = min(raw_s, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        _, report = pair_bag(bag, Preprocessing(64), PairingConfig())
+        pair_s = min(pair_s, time.perf_counter() - t0)
+    row = {"events": report.pairs, "frames": report.frames, "messages": n, "bag_mb": round(
+        sum(p.stat().st_size for p in bag.rglob("*")) / 2**20, 1),
+        "raw_read_msgs_per_s": round(n / raw_s, 1), "pairing_frames_per_s": round(report.frames / pair_s, 1),
+        "pairing_events_per_s": round(report.pairs / pair_s, 2), "ratio_pairing_over_raw": round(raw_s / pair_s, 3)}
+    print(f"pairing: {row}", flush=True)
+    return row
+
+
+def bench_training(pairs: int) -> dict:
+    from cde_ros.core.actions import ACTIONS
+    from cde_ros.core.config import load_config
+    from cde_ros.core.synthetic import SceneConfig, generate_pairs
+    from cde_ros.core.training import resize_pairs, train
+
+    cfg = load_config(ROOT / "config" / "train.yaml")
+    data = resize_pairs(generate_pairs("iid", pairs, SceneConfig(), seed=0), cfg.preprocessing)
+    from dataclasses import replace
+
+    res = train(data, None, list(ACTIONS), cfg.model, cfg.preprocessing, replace(cfg.training, epochs=2),
+                None, progress=False, log=lambda m: None)
+    row = {"pairs_per_epoch": pairs, "epochs": 2, "seconds": round(res.seconds, 1),
+           "pairs_per_s": round(2 * pairs / res.seconds, 1), "device": "cpu", "threads": os.cpu_count()}
+    print(f"training: {row}", flush=True)
+    return row
+
+
+def bench_soak(minutes: float) -> dict:
+    from cde_ros.core.events import EventPhase
+    from cde_ros.core.paths import shipped_model_dir
+    from cde_ros.ros import conversions
+    from std_msgs.msg import String
+
+    rng = np.random.default_rng(2)
+    imgs = [conversions.rgb_to_image_msg(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), 0, "cam")
+            for _ in range(4)]
+    rig = NodeRig({"model_dir": str(shipped_model_dir()), "buffer_seconds": 10.0, "buffer_max_frames": 400})
+    n = int(minutes * 60 * 30)
+    samples = []
+    try:
+        for i in range(n):
+            t = 10 * S + i * S // 30
+            msg = imgs[i % 4]
+            msg.header.stamp = conversions.to_time(t)
+            rig.pub_img.publish(msg)
+            if i % 150 == 30:  # an event every 5 s of stream time
+                rig.pub_ev.publish(String(data=EventPhase("start", f"s{i}", t).to_json()))
+            if i % 150 == 90:
+                rig.pub_ev.publish(String(data=EventPhase("end", f"s{i - 60}", t).to_json()))
+            if i % 900 == 0:
+                samples.append((i / 30 / 60, rss_mb()))
+            time.sleep(0.003)
+        time.sleep(1.0)
+        samples.append((n / 30 / 60, rss_mb()))
+        answered = len(rig.results)
+    finally:
+        rig.close()
+    first = [m for t, m in samples if 1.0 <= t <= 2.0] or [samples[1][1]]
+    last = [m for t, m in samples if t >= minutes - 1.0]
+    row = {"stream_minutes": minutes, "frames": n, "events_answered": answered,
+           "rss_mb_minute_1_to_2": round(statistics.mean(first), 1), "rss_mb_last_minute": round(statistics.mean(last), 1),
+           "rss_mb_max": round(max(m for _, m in samples), 1), "samples": [(round(t, 2), round(m, 1)) for t, m in samples]}
+    print(f"soak: {({k: v for k, v in row.items() if k != 'samples'})}", flush=True)
+    return row
+
+
+def write_report(results: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "perf.json").write_text(json.dumps(results, indent=1) + "\n")
+    L = ["# Performance (benchmarks/perf.py)", "",
+         f"Machine: {results['machine']}. Command: `{results['command']}`.", ""]
+    if "latency" in results:
+        L += ["## Event latency (end event published -> /cde/action received, through rclpy)", "",
+              "| model | before embedding | median ms | p95 ms |", "|---|---|---|---|"]
+        for r in results["latency"]:
+            L.append(f"| {r['model']} | {'at event start' if r['precompute_before'] else 'at the end (naive)'} | "
+                     f"{r['median_ms']:.1f} | {r['p95_ms']:.1f} |")
+        for m in {r["model"] for r in results["latency"]}:
+            pre = [r for r in results["latency"] if r["model"] == m and r["precompute_before"]][0]
+            naive = [r for r in results["latency"] if r["model"] == m and not r["precompute_before"]][0]
+            L.append(f"\n{m}: precomputed / naive median = **{pre['median_ms'] / naive['median_ms']:.2f}** (target ≤ 0.6)")
+        L.append("")
+    if "ingest" in results:
+        L += ["## Frame ingest at 30 Hz (CPU per frame in the image callback vs decoding every frame)", "",
+              "| size | frames received/sent | ingest µs/frame | decode-on-arrival µs/frame | ratio | buffer frames | buffer MB |",
+              "|---|---|---|---|---|---|---|"]
+        for r in results["ingest"]:
+            L.append(f"| {r['size']} | {r['frames_received']}/{r['frames_sent']} | {r['ingest_cpu_us_per_frame']} | "
+                     f"{r['decode_on_arrival_cpu_us_per_frame']} | {r['ratio_decode_over_ingest']}× | "
+                     f"{r['buffer_frames']} | {r['buffer_mb']} |")
+        L.append("\nTarget: ingest ≤ 1000 µs CPU per 640×480 frame.\n")
+    if "pairing" in results:
+        r = results["pairing"]
+        L += ["## Bag pairing throughput (MCAP, 640×480 rgb8)", "",
+              f"{r['events']} events, {r['frames']} frames, {r['bag_mb']} MB: raw rosbags read+deserialise "
+              f"{r['raw_read_msgs_per_s']} msg/s; pairing {r['pairing_frames_per_s']} frames/s = "
+              f"{r['pairing_events_per_s']} events/s; pairing / raw = **{r['ratio_pairing_over_raw']:.2f}** (target ≥ 0.5).", ""]
+    if "training" in results:
+        r = results["training"]
+        L += ["## Training throughput (default model, CPU)", "",
+              f"{r['pairs_per_s']} pairs/s ({r['pairs_per_epoch']} pairs × {r['epochs']} epochs in {r['seconds']} s, "
+              f"{r['threads']} cores).", ""]
+    if "soak" in results:
+        r = results["soak"]
+        L += ["## Node memory over a 30 Hz stream", "",
+              f"{r['stream_minutes']} minutes of 640×480 stream ({r['frames']} frames, {r['events_answered']} events "
+              f"answered): RSS {r['rss_mb_minute_1_to_2']} MB in minutes 1–2, {r['rss_mb_last_minute']} MB in the last "
+              f"minute, max {r['rss_mb_max']} MB.", ""]
+    (out / "perf.md").write_text("\n".join(L))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="+", choices=["latency", "ingest", "pairing", "training", "soak"])
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--latency-events", type=int, default=20)
+    ap.add_argument("--ingest-seconds", type=float, default=10.0)
+    ap.add_argument("--pairing-events", type=int, default=30)
+    ap.add_argument("--training-pairs", type=int, default=1000)
+    ap.add_argument("--soak-minutes", type=float, default=10.0)
+    args = ap.parse_args()
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    import torch
+
+    from cde_ros.core.paths import shipped_model_dir
+
+    sections = args.only or ["latency", "ingest", "pairing", "training", "soak"]
+    out = Path(args.out)
+    existing = json.loads((out / "perf.json").read_text()) if (out / "perf.json").is_file() else {}
+    results = {**existing, "machine": f"{platform.platform()}, {os.cpu_count()} cores, "
+               f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}",
+               "command": "python benchmarks/perf.py " + " ".join(sys.argv[1:])}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if "latency" in sections:
+            results["latency"] = bench_latency({"shipped (ViT 64 px)": shipped_model_dir(),
+                                                "ViT-S/16 224 px": make_vit_s16(tmp / "vit_s16")},
+                                               args.latency_events)
+        if "ingest" in sections:
+            results["ingest"] = bench_ingest(args.ingest_seconds)
+        if "pairing" in sections:
+            results["pairing"] = bench_pairing(args.pairing_events, tmp)
+        if "training" in sections:
+            results["training"] = bench_training(args.training_pairs)
+        if "soak" in sections:
+            results["soak"] = bench_soak(args.soak_minutes)
+    write_report(results, out)
+    print(f"wrote {out / 'perf.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

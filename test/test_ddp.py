@@ -1,0 +1,31 @@
+"""`torchrun` trains with DistributedDataParallel (2 CPU processes, gloo)."""
+import json
+import subprocess
+import sys
+
+from cde_ros.core.bags import RecordConfig, record_synthetic
+
+TINY_YAML = """
+model:
+  backbone_kwargs: {patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}
+  embed_dim: 32
+  projector_hidden: 32
+  top_k: 4
+preprocessing: {input_size: 32}
+training: {epochs: 2, batch_size: 8, threads: 1}
+"""
+
+
+def test_torchrun_two_processes(tmp_path):
+    bag = tmp_path / "bag"
+    record_synthetic(bag, RecordConfig(storage="mcap", events=10, size=(48, 48)), progress=False)
+    (tmp_path / "tiny.yaml").write_text(TINY_YAML)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+         "-m", "cde_ros.cli", "train", str(bag), "--out", str(tmp_path / "model"), "--config",
+         str(tmp_path / "tiny.yaml"), "--cache-dir", str(tmp_path / "cache"), "--quiet"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert meta["training"]["world_size"] == 2 and len(meta["training"]["history"]) == 2
+    assert proc.stderr.count("epoch 2/2") == 1  # only rank 0 logs and writes

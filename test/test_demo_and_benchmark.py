@@ -1,0 +1,27 @@
+import json
+import re
+
+from conftest import run_cli
+
+
+def test_demo_runs_end_to_end_with_the_shipped_model(shipped_model):
+    proc = run_cli("demo", "--events", "4", "--realtime", "6", "--split", "iid", "--seed", "2", "--device", "cpu")
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("ev-")]
+    assert len(lines) == 4, proc.stdout
+    assert all("commanded" in l and "recognised" in l and "truth" in l for l in lines)
+    m = re.search(r"accuracy (\d+)/(\d+) = ([0-9.]+); failed manipulations caught (\d+)/(\d+)", proc.stdout)
+    assert m and m.group(2) == "4", proc.stdout
+    assert int(m.group(1)) == sum(" ok " in l for l in lines)
+    model_id = json.loads((shipped_model / "model.json").read_text())["model_id"]
+    assert f"model {model_id}" in proc.stdout
+
+
+def test_quick_ood_benchmark_writes_table_and_figures(tmp_path):
+    run_cli("benchmark", "--quick", "--out", str(tmp_path), "--variants", "baseline", "patch_full",
+            "--scenes", "cluttered", "--quiet")
+    table = (tmp_path / "ood_table.md").read_text()
+    assert "| cluttered | baseline |" in table and "| cluttered | patch_full |" in table
+    rows = json.loads((tmp_path / "ood_results.json").read_text())["rows"]
+    assert len(rows) == 2 and all(0 <= r["comp_accuracy"] <= 1 and 0 <= r["syst_accuracy"] <= 1 for r in rows)
+    for kind in ("confusion", "delta_pca", "cosine"):
+        assert (tmp_path / f"{kind}_cluttered_patch_full_comp.png").stat().st_size > 5000
