@@ -167,12 +167,14 @@ def cmd_train_synthetic(args: argparse.Namespace) -> int:
     for scenes in args.scenes:
         sc = SceneConfig(clutter=scenes == "cluttered")
         _log(f"generating {args.pairs} {scenes} training pairs")
-        parts.append(resize_pairs(generate_pairs("iid", args.pairs, sc, seed=args.seed), pre))
+        parts.append(resize_pairs(generate_pairs("iid", args.pairs, sc, seed=args.seed,
+                                                 none_fraction=args.none_fraction), pre))
         val_parts.append(resize_pairs(generate_pairs("val", max(100, args.pairs // 8), sc, seed=args.seed), pre))
     result = train(PairSet.concat(parts), PairSet.concat(val_parts), list(ACTIONS), cfg.model, pre,
                    replace(cfg.training, seed=args.seed), args.out, resume=args.resume, progress=not args.quiet,
                    log=_log, extra_meta={"data": {"synthetic": {"scenes": args.scenes, "pairs": args.pairs,
-                                                                "seed": args.seed}},
+                                                                "seed": args.seed,
+                                                                "none_fraction": args.none_fraction}},
                                          "pairing": asdict(cfg.pairing)})
     print(json.dumps({"model_dir": str(args.out), "model_id": result.model_id,
                       "metrics": result.history[-1] if result.history else {}}))
@@ -255,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config")
     sp.add_argument("--scenes", nargs="+", choices=["single", "cluttered"], default=["single", "cluttered"])
     sp.add_argument("--pairs", type=int, default=4000, help="training pairs per scene type")
+    sp.add_argument("--none-fraction", type=float, default=0.25, help="share of `none` (failed action) pairs")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--epochs", type=int)
     sp.add_argument("--device")

@@ -135,6 +135,9 @@ def test_synthetic_camera_to_verified_actions(harness_factory, shipped_model):
     assert h.started
     camera = SyntheticCamera(split="iid", events=6, scenes="single", seed=4, realtime=6.0, reliable=True,
                              name="cde_test_camera", context=h.ctx)
+    deadline = time.monotonic() + 10
+    while camera.pub_image.get_subscription_count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
     rgb_by_stamp = {}
     stream_frames = [item for kind, _, item in camera.items if kind == "frame"]
     camera.play(base_ns=50 * S)
@@ -314,6 +317,10 @@ def test_lifecycle_deactivate_stops_and_activate_resumes(harness_factory, tiny_m
     h = harness_factory({"model_dir": str(tiny_model), "device": "cpu"})
     assert h.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     assert h.node._worker is None and not h.node._subs
+    deadline = time.monotonic() + 10  # the graph forgets the old subscriptions before new ones match
+    while h.pub_img.get_subscription_count() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert h.pub_img.get_subscription_count() == 0, "deactivate left the camera subscription in place"
     assert h.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     h._wait_matched()
     frames_and_event(h, "after-reactivation", 10.0)

@@ -44,6 +44,7 @@ class BenchmarkConfig:
     val_pairs: int = 300
     test_pairs: int = 600
     epochs: int = 8
+    none_fraction: float = 0.25  # share of `none` (failed action) pairs in training
     input_size: int = 64
     model: ModelConfig = field(default_factory=ModelConfig)
     batch_size: int = 64
@@ -78,7 +79,8 @@ def run_benchmark(cfg: BenchmarkConfig, out: Path, progress: bool = True,
         sc = SceneConfig(clutter=scenes == "cluttered")
         for seed in cfg.seeds:
             data = {
-                "train": resize_pairs(generate_pairs("iid", cfg.train_pairs, sc, seed=seed), pre),
+                "train": resize_pairs(generate_pairs("iid", cfg.train_pairs, sc, seed=seed,
+                                                     none_fraction=cfg.none_fraction), pre),
                 "val": resize_pairs(generate_pairs("val", cfg.val_pairs, sc, seed=seed), pre),
                 # fresh samples for the IID test: another seed stream than training
                 "iid": resize_pairs(generate_pairs("iid", cfg.test_pairs, sc, seed=seed + 1000), pre),
@@ -125,7 +127,7 @@ def _write(cfg: BenchmarkConfig, rows: list[dict], out: Path, seconds: float) ->
     lines = [
         "# OOD benchmark (synthetic intervention scenes)",
         "",
-        f"Train {cfg.train_pairs} pairs (`iid` split), {cfg.epochs} epochs, last epoch reported; test "
+        f"Train {cfg.train_pairs} pairs (`iid` split, {cfg.none_fraction:.0%} `none`), {cfg.epochs} epochs, last epoch reported; test "
         f"{cfg.test_pairs} pairs per split; seeds {list(cfg.seeds)}; input {cfg.input_size} px; backbone "
         f"`{cfg.model.backbone}` {cfg.model.backbone_kwargs} from scratch. Mean ± std over seeds.",
         "`opp. err` = share of errors that predict the opposite action; `opp. cos` = mean cosine between "

@@ -44,8 +44,9 @@ class LossWeights:
     alpha_contrast: float = 2.0
     alpha_sparsity: float = 1.0
     temperature: float = 0.1
-    # `none` deltas have no direction to agree on; they are left out of SupCon by default
-    contrast_exclude_none: bool = True
+    # leave `none` out of SupCon (its deltas have no direction). Off by default: kept in, the
+    # `none` deltas are pulled together near zero, which made `none` far easier to recognise
+    contrast_exclude_none: bool = False
 
 
 def causal_delta_loss(logits: torch.Tensor, delta: torch.Tensor, labels: torch.Tensor, weights: LossWeights,

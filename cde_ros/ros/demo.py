@@ -64,7 +64,7 @@ class SyntheticCamera(Node):
             delay = due - (time.monotonic() - t0_wall)
             if delay > 0:
                 time.sleep(delay)
-            if not rclpy.ok():
+            if not self.context.ok():
                 return
             t = base + (stamp - t0_stream)
             if kind == "frame":

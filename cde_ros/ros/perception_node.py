@@ -293,17 +293,24 @@ class PerceptionNode(LifecycleNode):
 
     # ------------------------------------------------------------------ inputs (executor threads)
 
-    def _data_now(self) -> int:
+    def _data_now(self, grace_s: float = 0.0) -> int:
         """'Now' in the stamp domain of the data: the newest stamp seen, advanced by the monotonic
-        time since. Works with wall-clock cameras, sim time and bag playback alike."""
+        time since it was seen beyond `grace_s`. Works with wall-clock cameras, sim time and bag
+        playback alike. Time-outs use a grace of a second: while frames keep arriving (even late,
+        from a backlog) only their stamps move time on; once the camera goes quiet, time runs on
+        by the wall clock so that pending events still time out."""
         if self._data_clock is None:
             return self.get_clock().now().nanoseconds
         stamp, seen = self._data_clock
-        return stamp + int((time.monotonic() - seen) * 1e9)
+        idle = time.monotonic() - seen
+        return stamp + int(max(0.0, idle - grace_s) * 1e9)
 
     def _saw_stamp(self, ns: int) -> None:
+        """Frames move the data clock forward (and back on a clock jump of over a second)."""
         if self._data_clock is None or ns > self._data_clock[0] or ns < self._data_clock[0] - int(1e9):
             self._data_clock = (ns, time.monotonic())
+        else:
+            self._data_clock = (self._data_clock[0], time.monotonic())  # data still flows
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
         t0 = time.thread_time_ns()
@@ -337,8 +344,8 @@ class PerceptionNode(LifecycleNode):
         with self._lock:
             if self._pairer is None:
                 return
-            if event.stamp_ns is not None:
-                self._saw_stamp(event.stamp_ns)
+            if event.stamp_ns is not None and self._data_clock is None:
+                self._saw_stamp(event.stamp_ns)  # only frames move the data clock once they flow
             outcomes = self._pairer.on_event(event, self._data_now())
         self._dispatch(outcomes)
 
@@ -354,7 +361,7 @@ class PerceptionNode(LifecycleNode):
         with self._lock:
             if self._pairer is None:
                 return
-            outcomes = self._pairer.expire(self._data_now())
+            outcomes = self._pairer.expire(self._data_now(grace_s=1.0))
         self._dispatch(outcomes)
 
     def _dispatch(self, outcomes: list[Outcome]) -> None:
