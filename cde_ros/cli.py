@@ -8,6 +8,7 @@ import json
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -16,7 +17,7 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _fail(msg: str, code: int = 2) -> "None":
+def _fail(msg: str, code: int = 2) -> NoReturn:
     print(f"cde-ros: error: {msg}", file=sys.stderr)
     raise SystemExit(code)
 
@@ -55,7 +56,6 @@ def _split_by_event(pairs, fraction: float, seed: int):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .core.bags import LabelTable, default_cache_dir, read_pairs
-    from .core.config import load_config
     from .core.training import train
 
     cfg = _config(args)

@@ -1,7 +1,6 @@
 """launch_testing test of launch/perception.launch.py. Runs where launch_testing is importable (a
 ROS 2 install with this package built by colcon); skipped elsewhere, e.g. with the PyPI wheels."""
 import json
-import os
 import time
 import unittest
 from pathlib import Path

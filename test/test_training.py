@@ -1,6 +1,5 @@
 import json
 
-import numpy as np
 import pytest
 
 from cde_ros.core.actions import ACTIONS

@@ -40,9 +40,9 @@ class BenchmarkConfig:
     variants: tuple[str, ...] = tuple(VARIANTS)
     scenes: tuple[str, ...] = ("single", "cluttered")
     seeds: tuple[int, ...] = (0, 1, 2)
-    train_pairs: int = 2000
-    val_pairs: int = 300
-    test_pairs: int = 600
+    train_pairs: int = 1600
+    val_pairs: int = 200
+    test_pairs: int = 500
     epochs: int = 8
     none_fraction: float = 0.25  # share of `none` (failed action) pairs in training
     input_size: int = 64

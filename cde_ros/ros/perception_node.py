@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import Executor, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -446,9 +446,8 @@ class PerceptionNode(LifecycleNode):
         else:
             payload.update(action=None, confidence=None, scores={}, detail=o.detail)
         payload["expected_action"] = o.expected_action
+        # verified: did what was expected happen? null when nothing was expected or there is no answer
         payload["verified"] = (o.expected_action == action) if (o.expected_action and pred is not None) else None
-        if o.expected_action and pred is None and o.status != "ok":
-            payload["verified"] = None
         payload["before_stamp"] = stamps.to_dict(o.before.stamp_ns) if o.before else None
         payload["after_stamp"] = stamps.to_dict(o.after.stamp_ns) if o.after else None
         frame_id = (o.after or o.before).frame_id if (o.after or o.before) else ""
