@@ -13,6 +13,18 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# a model small enough to train in seconds on 2 CPU cores, as a `cde-ros train --config` file
+TINY_YAML = """
+model:
+  backbone_kwargs: {patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}
+  embed_dim: 32
+  projector_hidden: 32
+  top_k: 4
+preprocessing: {input_size: 32}
+training: {epochs: 2, batch_size: 16, threads: 1}
+data: {val_fraction: 0.2}
+"""
 SHIPPED = ROOT / "models" / "default"
 
 

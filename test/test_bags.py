@@ -10,18 +10,9 @@ from cde_ros.core.bags import BagError, LabelTable, RecordConfig, pair_bag, read
 from cde_ros.core.pairing import PairingConfig
 from cde_ros.core.preprocess import Preprocessing
 
-from conftest import run_cli
+from conftest import TINY_YAML, run_cli
 
-TINY_YAML = """
-model:
-  backbone_kwargs: {patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}
-  embed_dim: 32
-  projector_hidden: 32
-  top_k: 4
-preprocessing: {input_size: 32}
-training: {epochs: 2, batch_size: 16}
-data: {val_fraction: 0.2}
-"""
+
 PRE = Preprocessing(32)
 TS = get_typestore(Stores.ROS2_KILTED)
 

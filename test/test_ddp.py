@@ -5,15 +5,9 @@ import sys
 
 from cde_ros.core.bags import RecordConfig, record_synthetic
 
-TINY_YAML = """
-model:
-  backbone_kwargs: {patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}
-  embed_dim: 32
-  projector_hidden: 32
-  top_k: 4
-preprocessing: {input_size: 32}
-training: {epochs: 2, batch_size: 8, threads: 1}
-"""
+from conftest import TINY_YAML
+
+
 
 
 def test_torchrun_two_processes(tmp_path):

@@ -90,44 +90,57 @@ def evaluate_pairs(model, pairs: PairSet, device: torch.device | str = "cpu", ba
 
 # ------------------------------------------------------------------------------------- plots
 
-def plot_confusion(metrics: dict[str, Any], path: str | Path, title: str = "") -> Path:
+def _pyplot():
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt
 
-    labels = metrics["labels"]
-    conf = np.asarray(metrics["confusion"], dtype=float)
-    rows = conf.sum(1, keepdims=True)
-    norm = np.divide(conf, rows, out=np.zeros_like(conf), where=rows > 0)
-    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(labels), 0.8 + 0.55 * len(labels)))
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i in range(len(labels)):
-        for j in range(len(labels)):
-            if conf[i, j]:
-                ax.text(j, i, int(conf[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_title(title or f"accuracy {metrics['accuracy']:.3f} (n={metrics['n']})")
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    return plt
+
+
+def _save(fig, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
+
+
+def _matrix_plot(matrix: np.ndarray, labels: list[str], cmap: str, vmin: float, vmax: float, cell_text):
+    """A labelled square heat map; `cell_text(i, j)` returns (text, colour) or None."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(labels), 0.8 + 0.55 * len(labels)))
+    im = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            cell = cell_text(i, j)
+            if cell is not None:
+                ax.text(j, i, cell[0], ha="center", va="center", fontsize=6, color=cell[1])
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return fig, ax
+
+
+def plot_confusion(metrics: dict[str, Any], path: str | Path, title: str = "") -> Path:
+    """Row-normalised confusion matrix (rows: true, columns: predicted) with the counts."""
+    labels = metrics["labels"]
+    conf = np.asarray(metrics["confusion"], dtype=float)
+    rows = conf.sum(1, keepdims=True)
+    norm = np.divide(conf, rows, out=np.zeros_like(conf), where=rows > 0)
+    fig, ax = _matrix_plot(norm, labels, "Blues", 0, 1, lambda i, j: (
+        (str(int(conf[i, j])), "white" if norm[i, j] > 0.5 else "black") if conf[i, j] else None))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or f"accuracy {metrics['accuracy']:.3f} (n={metrics['n']})")
+    return _save(fig, path)
 
 
 def plot_delta_projection(deltas: np.ndarray, actions: list[str], path: str | Path, title: str = "") -> Path:
     """2-D PCA of the delta embeddings, coloured by true action."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     x = deltas - deltas.mean(0)
     _, _, vt = np.linalg.svd(x, full_matrices=False)
     xy = x @ vt[:2].T
@@ -141,34 +154,13 @@ def plot_delta_projection(deltas: np.ndarray, actions: list[str], path: str | Pa
     ax.set_title(title or "delta embeddings (PCA)")
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_cosine_matrix(deltas: np.ndarray, actions: list[str], labels: list[str], path: str | Path,
                        title: str = "") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Cosine between the class-mean deltas; opposing actions should be near -1."""
     cos, present = class_mean_cosines(deltas, actions, labels)
-    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(present), 0.8 + 0.55 * len(present)))
-    im = ax.imshow(cos, cmap="RdBu_r", vmin=-1, vmax=1)
-    ax.set_xticks(range(len(present)), present, rotation=45, ha="right")
-    ax.set_yticks(range(len(present)), present)
-    for i in range(len(present)):
-        for j in range(len(present)):
-            ax.text(j, i, f"{cos[i, j]:.1f}", ha="center", va="center", fontsize=6)
+    fig, ax = _matrix_plot(cos, present, "RdBu_r", -1, 1, lambda i, j: (f"{cos[i, j]:.1f}", "black"))
     ax.set_title(title or "cosine between class-mean deltas")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
