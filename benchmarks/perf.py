@@ -288,6 +288,24 @@ def bench_soak(minutes: float) -> dict:
     return row
 
 
+def plot_soak(row: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t, m = zip(*row["samples"])
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(t, m, marker=".")
+    ax.set_xlabel("stream time (minutes, 30 Hz 640x480)")
+    ax.set_ylabel("node process RSS (MB)")
+    ax.set_ylim(0, max(m) * 1.15)
+    ax.set_title("perception node memory over the stream")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_report(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "perf.json").write_text(json.dumps(results, indent=1) + "\n")
@@ -329,7 +347,7 @@ def write_report(results: dict, out: Path) -> None:
         L += ["## Node memory over a 30 Hz stream", "",
               f"{r['stream_minutes']} minutes of 640×480 stream ({r['frames']} frames, {r['events_answered']} events "
               f"answered): RSS {r['rss_mb_minute_1_to_2']} MB in minutes 1–2, {r['rss_mb_last_minute']} MB in the last "
-              f"minute, max {r['rss_mb_max']} MB.", ""]
+              f"minute, max {r['rss_mb_max']} MB.", "", "![RSS over the stream](soak_rss.png)", ""]
     (out / "perf.md").write_text("\n".join(L))
 
 
@@ -370,6 +388,8 @@ def main() -> int:
             results["training"] = bench_training(args.training_pairs)
         if "soak" in sections:
             results["soak"] = bench_soak(args.soak_minutes)
+            out.mkdir(parents=True, exist_ok=True)
+            plot_soak(results["soak"], out / "soak_rss.png")
     write_report(results, out)
     print(f"wrote {out / 'perf.md'}")
     return 0

@@ -191,6 +191,11 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         cfg = replace(cfg, variants=tuple(args.variants))
     if args.scenes:
         cfg = replace(cfg, scenes=tuple(args.scenes))
+    if args.evaluate_model:
+        from .core.benchmark import evaluate_model
+
+        evaluate_model(Path(args.evaluate_model), cfg, Path(args.out), log=_log)
+        return 0
     run_benchmark(cfg, Path(args.out), progress=not args.quiet, log=_log)
     return 0
 
@@ -271,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seeds", type=int, help="number of seeds")
     sp.add_argument("--variants", nargs="+")
     sp.add_argument("--scenes", nargs="+", choices=["single", "cluttered"])
+    sp.add_argument("--evaluate-model", metavar="MODEL_DIR",
+                    help="no training: evaluate this model on the benchmark's test splits")
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_benchmark)
 

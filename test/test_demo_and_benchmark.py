@@ -40,3 +40,10 @@ def test_patch_wise_beats_the_baseline_out_of_distribution_in_clutter(tmp_path):
     rows = {r["variant"]: r for r in run_benchmark(cfg, tmp_path, progress=False, log=lambda m: None)["rows"]}
     assert rows["patch_full"]["comp_accuracy"] > rows["baseline"]["comp_accuracy"]
     assert rows["patch_full"]["syst_accuracy"] > rows["baseline"]["syst_accuracy"]
+
+
+def test_benchmark_evaluates_an_existing_model_on_the_same_splits(tmp_path, tiny_model):
+    run_cli("benchmark", "--quick", "--out", str(tmp_path), "--evaluate-model", str(tiny_model), "--quiet")
+    text = (tmp_path / f"ood_model_{tiny_model.name}.md").read_text()
+    model_id = json.loads((tiny_model / "model.json").read_text())["model_id"]
+    assert model_id in text and "| single |" in text and "| cluttered |" in text

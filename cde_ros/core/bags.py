@@ -216,7 +216,10 @@ def _open_reader(bag: Path):
     return reader
 
 
-def _salvage_mcap(bag: Path, report: BagReport, why: Exception):
+SALVAGE_PEEK_BYTES = 256 * 2**20
+
+
+def _salvage_mcap(bag: Path, wanted: tuple[str, ...], report: BagReport, why: Exception):
     """A truncated MCAP (a recorder that died has no footer): read records in order until the
     damage. Returns (topics, message iterator) or raises BagError when there is nothing to read."""
     from mcap.records import Channel, Message, Schema
@@ -249,11 +252,15 @@ def _salvage_mcap(bag: Path, report: BagReport, why: Exception):
                 topic, msgtype = channels[rec.channel_id]
                 yield topic, msgtype, rec.log_time, rec.data
 
-    # topics are only known once their Channel record is read: peek until the first message of each
+    # topics are only known once their Channel records are read: read ahead (keeping the wanted
+    # topics' messages, at most SALVAGE_PEEK_BYTES of them) until every wanted channel is known
     it = gen()
+    held = 0
     for item in it:
-        messages.append(item)
-        if len(messages) >= 200 or len(set(m[0] for m in messages)) >= 2:
+        if item[0] in wanted:
+            messages.append(item)
+            held += len(item[3])
+        if set(wanted) <= {t for t, _ in channels.values()} or held > SALVAGE_PEEK_BYTES:
             break
     report.problems.append(f"bag {bag}: cannot be opened normally ({why}); reading the MCAP records in order")
     topics = {t: ty for t, ty in channels.values()}
@@ -272,7 +279,7 @@ def _bag_messages(bag: Path, wanted: tuple[str, ...], report: BagReport):
     except BagError:
         raise
     except Exception as exc:  # rosbags raises several types for unreadable bags
-        return _salvage_mcap(bag, report, exc)
+        return _salvage_mcap(bag, wanted, report, exc)
     topics = {c.topic: c.msgtype for c in reader.connections}
     conns = [c for c in reader.connections if c.topic in wanted]
     counts = {t: sum(c.msgcount for c in reader.connections if c.topic == t) for t in wanted}
