@@ -39,3 +39,10 @@ def test_cli_record_works_without_rclpy(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "bag" / "metadata.yaml").is_file()
+
+
+def test_shipped_model_is_found_without_a_sourced_ros_install(monkeypatch):
+    from cde_ros.core.paths import shipped_model_dir
+
+    monkeypatch.delenv("AMENT_PREFIX_PATH", raising=False)
+    assert (shipped_model_dir() / "model.safetensors").is_file()

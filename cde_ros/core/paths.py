@@ -22,8 +22,8 @@ def shipped_model_dir() -> Path:
 
         try:
             tried.append(Path(get_package_share_directory(PACKAGE)) / "models" / SHIPPED_MODEL)
-        except (PackageNotFoundError, LookupError, ValueError, KeyError):
-            pass
+        except (PackageNotFoundError, LookupError, ValueError, KeyError, OSError):
+            pass  # not a sourced ROS 2 install (OSError: AMENT_PREFIX_PATH unset)
     except ImportError:
         pass
     tried.append(Path(sys.prefix) / "share" / PACKAGE / "models" / SHIPPED_MODEL)

@@ -290,6 +290,10 @@ class PerceptionNode(LifecycleNode):
         except (ModelFileError, FileNotFoundError, RuntimeError, ValueError) as exc:
             self._model_error = str(exc)
             self.get_logger().error(f"no model: {exc}. Every event will be answered with status model_error.")
+        except Exception as exc:  # noqa: BLE001  anything else must not stop the node either
+            self._model_error = f"{type(exc).__name__}: {exc}"
+            self.get_logger().error(f"no model ({self._model_error}). Every event will be answered with status "
+                                    "model_error.")
 
     # ------------------------------------------------------------------ inputs (executor threads)
 
