@@ -61,6 +61,23 @@ def test_before_waits_for_a_later_frame_and_after_waits_for_the_settle_time():
     assert out[0].kind == "pair" and out[0].after.stamp_ns == 800 * MS
 
 
+def test_events_that_overtake_frames_wait_for_them():
+    """The end arrives before the frames around the start were processed (a backlog on the camera
+    topic): the before frame must still be the newest frame <= start - pre_offset."""
+    p = make(pre=100, post=100)
+    out = feed(p, [frame(0), EventPhase("start", "a", 1000 * MS), EventPhase("end", "a", 1500 * MS)])
+    assert out == []  # nothing is known yet: the frames up to 0.9 s have not arrived
+    out = feed(p, [frame(t) for t in range(100, 2001, 100)])
+    pair = [o for o in out if o.kind == "pair"][0]
+    assert pair.before.stamp_ns == 900 * MS and pair.after.stamp_ns == 1600 * MS
+    # and when frames never catch up, the event is still closed with what there is
+    p = make(pre=100, post=100, after_wait_s=1.0)
+    feed(p, [frame(0), EventPhase("start", "b", 1000 * MS), EventPhase("end", "b", 1500 * MS)])
+    out = p.flush()
+    assert [o.kind for o in out] == ["before", "error"]
+    assert out[1].status == "no_after_frame" and out[1].before.stamp_ns == 0
+
+
 def test_out_of_order_frames_are_sorted_by_stamp():
     p = make(pre=0, post=0)
     out = feed(p, [frame(100), frame(300), frame(200), EventPhase("start", "a", 250 * MS),

@@ -119,7 +119,7 @@ class EventPairer:
             if ev.end_ns is None and now_ns - ev.start_ns > self.cfg.max_event_duration_s * NS:
                 out.append(self._fail(ev, "timeout", f"no end within max_event_duration {self.cfg.max_event_duration_s} s"))
             elif ev.end_ns is not None and now_ns > ev.end_ns + self._post + self.cfg.after_wait_s * NS:
-                out += self._resolve_after(ev, final=True)
+                out += self._close(ev)
         return out
 
     def flush(self) -> list[Outcome]:
@@ -129,7 +129,14 @@ class EventPairer:
             if ev.end_ns is None:
                 out.append(self._fail(ev, "timeout", "the recording ended before the event's end"))
             else:
-                out += self._resolve_after(ev, final=True)
+                out += self._close(ev)
+        return out
+
+    def _close(self, ev: _Open) -> list[Outcome]:
+        """No more frames will come for this ended event: pair it with what there is."""
+        out = [] if ev.before_done else self._resolve_before(ev)
+        if ev.event_id in self._open:
+            out += self._resolve_after(ev, final=True)
         return out
 
     # ---------------------------------------------------------------------------- internals
@@ -181,8 +188,13 @@ class EventPairer:
         ev.end_ns = t
         if event.action and not ev.action:
             ev.action = event.action
-        out = [] if ev.before_done else self._resolve_before(ev)
-        if ev.event_id in self._open and self.buffer.newest_ns is not None and self.buffer.newest_ns >= t + self._post:
+        # frames may lag behind events (another topic, a backlog): the before frame is resolved
+        # only once frames have reached start - pre_offset, here or in on_frame
+        newest = self.buffer.newest_ns
+        out = []
+        if not ev.before_done and newest is not None and newest >= ev.start_ns - self._pre:
+            out += self._resolve_before(ev)
+        if ev.before_done and ev.event_id in self._open and newest is not None and newest >= t + self._post:
             out += self._resolve_after(ev)
         return out
 

@@ -41,7 +41,9 @@ class SyntheticCamera(Node):
                  send_commanded: bool = True, name: str = "cde_synthetic_camera", reliable: bool = False,
                  **node_kwargs) -> None:
         super().__init__(name, **node_kwargs)
-        self.pub_image = self.create_publisher(Image, image_topic, RELIABLE if reliable else qos_profile_sensor_data)
+        # reliable: a deep history so that a subscriber with a backlog loses nothing (tests)
+        self.pub_image = self.create_publisher(Image, image_topic, QoSProfile(
+            depth=1000, reliability=ReliabilityPolicy.RELIABLE) if reliable else qos_profile_sensor_data)
         self.pub_event = self.create_publisher(String, event_topic, RELIABLE)
         self.items = list(stream(split, events, SceneConfig(clutter=scenes == "cluttered"),
                                  StreamConfig(rate_hz=rate_hz), seed=seed))
