@@ -22,12 +22,6 @@ def _fail(msg: str, code: int = 2) -> NoReturn:
     raise SystemExit(code)
 
 
-def default_model_dir() -> Path:
-    from .core.paths import shipped_model_dir
-
-    return shipped_model_dir()
-
-
 # ------------------------------------------------------------------------------- subcommands
 
 def cmd_record_synthetic(args: argparse.Namespace) -> int:
@@ -295,12 +289,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .core.bags import BagError
+    from .core.model import ModelFileError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        _log("interrupted")
+        _log("interrupted (a training run continues with --resume)")
         return 130
+    except (BagError, ModelFileError, ValueError, FileNotFoundError) as exc:  # bad input: a sentence, no traceback
+        _fail(str(exc))
 
 
 if __name__ == "__main__":
