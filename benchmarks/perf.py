@@ -95,9 +95,9 @@ class NodeRig:
     def close(self):
         import rclpy
 
-        self.node.trigger_shutdown()
         self.ex.shutdown()
         self.thread.join(timeout=10)
+        self.node.trigger_shutdown()
         self.node.destroy_node()
         self.io.destroy_node()
         rclpy.shutdown(context=self.ctx)

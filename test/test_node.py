@@ -89,10 +89,10 @@ class Harness:
         return self.listener.results[eid]
 
     def close(self) -> None:
+        self.executor.shutdown()  # stop spinning first, so no wait set holds what shutdown destroys
+        self.thread.join(timeout=10)
         if self.node._state_machine.current_state[1] in ("inactive", "active", "unconfigured"):
             self.node.trigger_shutdown()
-        self.executor.shutdown()
-        self.thread.join(timeout=10)
         self.node.destroy_node()
         self.io.destroy_node()
         rclpy.shutdown(context=self.ctx)

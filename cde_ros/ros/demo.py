@@ -163,9 +163,9 @@ def run_demo(args: argparse.Namespace) -> int:
     player.start()
     player.join()
     ok = listener.wait_for(camera.truth.keys(), timeout=30.0)
-    perception.trigger_shutdown()
-    executor.shutdown()
+    executor.shutdown()  # stop spinning first, so no wait set holds what shutdown destroys
     spinner.join(timeout=10)
+    perception.trigger_shutdown()
     for n in (perception, camera, planner):
         n.destroy_node()
     rclpy.shutdown()
