@@ -99,10 +99,7 @@ class EventPairer:
             for ev in list(self._open.values()):
                 out.append(self._fail(ev, "clock_jump", "camera stamps jumped back; the buffer was cleared"))
         for ev in list(self._open.values()):
-            if not ev.before_done and frame.stamp_ns >= ev.start_ns - self._pre:
-                out += self._resolve_before(ev)
-            if ev.event_id in self._open and ev.end_ns is not None and ev.before_done and frame.stamp_ns >= ev.end_ns + self._post:
-                out += self._resolve_after(ev)
+            out += self._advance(ev)
         return out
 
     def on_event(self, event: EventPhase, received_ns: int) -> list[Outcome]:
@@ -117,7 +114,8 @@ class EventPairer:
         out = []
         for ev in list(self._open.values()):
             if ev.end_ns is None and now_ns - ev.start_ns > self.cfg.max_event_duration_s * NS:
-                out.append(self._fail(ev, "timeout", f"no end within max_event_duration {self.cfg.max_event_duration_s} s"))
+                out.append(self._fail(ev, "timeout",
+                                      f"no end within max_event_duration {self.cfg.max_event_duration_s} s"))
             elif ev.end_ns is not None and now_ns > ev.end_ns + self._post + self.cfg.after_wait_s * NS:
                 out += self._close(ev)
         return out
@@ -164,10 +162,7 @@ class EventPairer:
                                 event.action, t)]
         ev = _Open(eid, t, event.action)
         self._open[eid] = ev
-        newest = self.buffer.newest_ns
-        if newest is not None and newest >= t - self._pre:
-            return self._resolve_before(ev)
-        return []
+        return self._advance(ev)
 
     def _end(self, event: EventPhase, t: int) -> list[Outcome]:
         if event.event_id is None:
@@ -188,13 +183,20 @@ class EventPairer:
         ev.end_ns = t
         if event.action and not ev.action:
             ev.action = event.action
-        # frames may lag behind events (another topic, a backlog): the before frame is resolved
-        # only once frames have reached start - pre_offset, here or in on_frame
+        return self._advance(ev)
+
+    def _advance(self, ev: _Open) -> list[Outcome]:
+        """Resolve what the frames seen so far make final for this event. Frames may lag behind
+        events (another topic, a backlog), so the before frame is taken only once frames have
+        reached start - pre_offset, and the after frame once they reach end + post_settle."""
         newest = self.buffer.newest_ns
+        if newest is None:
+            return []
         out = []
-        if not ev.before_done and newest is not None and newest >= ev.start_ns - self._pre:
+        if not ev.before_done and newest >= ev.start_ns - self._pre:
             out += self._resolve_before(ev)
-        if ev.before_done and ev.event_id in self._open and newest is not None and newest >= t + self._post:
+        ended = ev.end_ns is not None and ev.before_done
+        if ev.event_id in self._open and ended and newest >= ev.end_ns + self._post:
             out += self._resolve_after(ev)
         return out
 
