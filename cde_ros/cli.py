@@ -30,10 +30,7 @@ def cmd_record_synthetic(args: argparse.Namespace) -> int:
     cfg = RecordConfig(storage=args.storage, split=args.split, scenes=args.scenes, events=args.events,
                        seed=args.seed, rate_hz=args.rate, compressed=args.compressed,
                        image_topic=args.image_topic, event_topic=args.event_topic)
-    try:
-        info = record_synthetic(args.out_bag, cfg, progress=not args.quiet)
-    except (FileExistsError, ValueError) as exc:
-        _fail(str(exc))
+    info = record_synthetic(args.out_bag, cfg, progress=not args.quiet)
     print(json.dumps(info, default=list))
     return 0
 
@@ -94,24 +91,18 @@ def _config(args: argparse.Namespace):
         overrides.setdefault("training", {})["epochs"] = args.epochs
     if getattr(args, "device", None):
         overrides.setdefault("training", {})["device"] = args.device
-    try:
-        return load_config(args.config, overrides)
-    except ValueError as exc:
-        _fail(str(exc))
+    return load_config(args.config, overrides)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .core.bags import LabelTable, default_cache_dir, read_pairs
     from .core.evaluation import classification_metrics, plot_confusion
     from .core.inference import Predictor
-    from .core.model import ModelFileError, read_meta
+    from .core.model import read_meta
     from .core.pairing import PairingConfig
 
-    try:
-        meta = read_meta(args.model)
-        predictor = Predictor(args.model, device=args.device)
-    except ModelFileError as exc:
-        _fail(str(exc))
+    meta = read_meta(args.model)
+    predictor = Predictor(args.model, device=args.device)
     pairing = PairingConfig(**meta["pairing"]) if "pairing" in meta else PairingConfig()
     labels_table = LabelTable.read(args.labels) if args.labels else None
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
@@ -298,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _log("interrupted (a training run continues with --resume)")
         return 130
-    except (BagError, ModelFileError, ValueError, FileNotFoundError) as exc:  # bad input: a sentence, no traceback
+    # bad input (bags, labels, config, model files, an existing output): one sentence, exit 2, no traceback
+    except (BagError, ModelFileError, ValueError, FileNotFoundError, FileExistsError) as exc:
         _fail(str(exc))
 
 

@@ -65,6 +65,12 @@ def _mean_std(values: list[float]) -> str:
     return f"{v.mean():.3f} ± {v.std(ddof=1) if v.size > 1 else 0.0:.3f}"
 
 
+def _split_columns(split: str, m: dict) -> dict:
+    """The table's columns for one test split, from `evaluate_pairs` metrics."""
+    return {f"{split}_accuracy": m["accuracy"], f"{split}_none_recall": m["per_class"].get("none", float("nan")),
+            f"{split}_opposite_error_rate": m["opposite_error_rate"], f"{split}_opposite_cosine": m["opposite_cosine"]}
+
+
 def run_benchmark(cfg: BenchmarkConfig, out: Path, progress: bool = True,
                   log: Callable[[str], None] = print) -> dict:
     unknown = sorted(set(cfg.variants) - set(VARIANTS))
@@ -101,10 +107,7 @@ def run_benchmark(cfg: BenchmarkConfig, out: Path, progress: bool = True,
                        "val_accuracy": res.history[-1].get("val_accuracy")}
                 for split in ("iid", "comp", "syst"):
                     m = evaluate_pairs(res.model, data[split], keep_deltas=True)
-                    row[f"{split}_accuracy"] = m["accuracy"]
-                    row[f"{split}_none_recall"] = m["per_class"].get("none", float("nan"))
-                    row[f"{split}_opposite_error_rate"] = m["opposite_error_rate"]
-                    row[f"{split}_opposite_cosine"] = m["opposite_cosine"]
+                    row.update(_split_columns(split, m))
                     row[f"{split}_per_class"] = m["per_class"]
                     if seed == cfg.seeds[0] and split == "comp" and variant in ("patch_full", "baseline"):
                         tag = f"{scenes}_{variant}_{split}"
@@ -135,10 +138,7 @@ def evaluate_model(model_dir: Path, cfg: BenchmarkConfig, out: Path, log: Callab
             row = {"scenes": scenes, "seed": seed, "variant": f"model {meta['model_id']}"}
             for split, split_seed in (("iid", seed + 1000), ("comp", seed), ("syst", seed)):
                 m = evaluate_pairs(model, resize_pairs(generate_pairs(split, cfg.test_pairs, sc, seed=split_seed), pre))
-                row[f"{split}_accuracy"] = m["accuracy"]
-                row[f"{split}_none_recall"] = m["per_class"].get("none", float("nan"))
-                row[f"{split}_opposite_error_rate"] = m["opposite_error_rate"]
-                row[f"{split}_opposite_cosine"] = m["opposite_cosine"]
+                row.update(_split_columns(split, m))
             log(f"{scenes} seed {seed}: " + ", ".join(f"{s} {row[f'{s}_accuracy']:.3f}" for s in ("iid", "comp", "syst")))
             rows.append(row)
     training = meta.get("training", {})
