@@ -14,6 +14,7 @@ SMALL = {"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}
 
 
 def small(head="patch", **kw):
+    kw.setdefault("patch_stem", "linear")
     return CausalDeltaModel(ModelConfig(backbone_kwargs=SMALL, embed_dim=16, projector_hidden=16, head=head,
                                         top_k=3, labels=LABELS, **kw), Preprocessing(32))
 
@@ -43,11 +44,54 @@ def test_identical_views_give_zero_delta():
 
 
 def test_cnn_backbone_cells_are_patches():
-    m = CausalDeltaModel(ModelConfig(backbone="resnet10t", backbone_kwargs={}, embed_dim=16, projector_hidden=16,
-                                     top_k=2, labels=LABELS), Preprocessing(64))
+    m = CausalDeltaModel(ModelConfig(backbone="resnet10t", backbone_kwargs={}, patch_stem="linear", embed_dim=16,
+                                     projector_hidden=16, top_k=2, labels=LABELS), Preprocessing(64))
     assert m.backbone.token_layout == "nchw" and m.backbone.num_patches == 4  # 64 px / 32 stride
     out = m(torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64))
     assert out.topk_delta.shape == (2, 2, 16)
+
+
+def test_conv_stem_keeps_the_token_grid_and_round_trips(tmp_path):
+    m = small("patch", patch_stem="conv")
+    linear = small("patch")
+    stem = m.backbone.net.patch_embed.proj
+    assert isinstance(stem, torch.nn.Sequential)
+    assert sum(isinstance(layer, torch.nn.Conv2d) and layer.stride == (2, 2) for layer in stem) == 3  # 8 = 2^3
+    assert m.backbone.num_patches == linear.backbone.num_patches == 16 and m.backbone.dim == 32
+    x = torch.randn(4, 3, 32, 32)
+    m.train()
+    m(x, x.flip(3)).logits.sum().backward()  # batch norm statistics move in training
+    m.eval()
+    assert m(x[:1], x[:1]).delta.abs().max() < 1e-5
+    m.save(tmp_path)
+    assert json.loads((tmp_path / "model.json").read_text())["model_config"]["patch_stem"] == "conv"
+    m2, _ = CausalDeltaModel.load(tmp_path)
+    torch.testing.assert_close(m(x, x * 0.5).logits, m2(x, x * 0.5).logits)
+
+
+def test_conv_stem_refuses_what_it_cannot_serve(tmp_path):
+    with pytest.raises(ValueError, match="patch_stem must be one of"):
+        small(patch_stem="resnet")
+    with pytest.raises(ValueError, match="replaces the patch embedding"):
+        small(patch_stem="conv", pretrained_file=str(tmp_path / "dino.safetensors"))
+    with pytest.raises(ValueError, match="power-of-two patch"):
+        CausalDeltaModel(ModelConfig(backbone_kwargs={**SMALL, "patch_size": 6}, embed_dim=16, projector_hidden=16,
+                                     patch_stem="conv", labels=LABELS), Preprocessing(36))
+    with pytest.raises(ValueError, match="convolutional patch embedding"):
+        CausalDeltaModel(ModelConfig(backbone="resnet10t", backbone_kwargs={}, patch_stem="conv", labels=LABELS),
+                         Preprocessing(64))
+
+
+def test_model_files_without_patch_stem_load_as_linear(tmp_path):
+    m = small("patch").eval()
+    m.save(tmp_path)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    del meta["model_config"]["patch_stem"]  # as written before the option existed
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    m2, _ = CausalDeltaModel.load(tmp_path)
+    assert m2.config.patch_stem == "linear"
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(m(x, x * 0.5).logits, m2(x, x * 0.5).logits)
 
 
 def test_save_load_round_trip_is_exact_and_pickle_free(tmp_path):
@@ -81,7 +125,7 @@ def test_local_pretrained_checkpoint_loads_through_timm(tmp_path):
     donor = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, **SMALL)
     ckpt = tmp_path / "dino_like.safetensors"
     save_file({k: v.contiguous() for k, v in donor.state_dict().items()}, str(ckpt))
-    m = small(pretrained_file=str(ckpt))
+    m = small(pretrained_file=str(ckpt))  # patch_stem linear: the checkpoint's patch embedding is kept
     for k, v in donor.state_dict().items():
         torch.testing.assert_close(m.backbone.net.state_dict()[k], v)
     fresh = small()
@@ -103,11 +147,32 @@ def test_supcon_prefers_clustered_embeddings():
 def test_loss_terms_are_logged_and_weighted():
     logits, delta = torch.randn(4, 3), torch.randn(4, 8)
     y = torch.tensor([0, 0, 1, 2])
-    total, terms = causal_delta_loss(logits, delta, y, LossWeights(2.0, 1.0), none_index=2)
-    assert set(terms) == {"ce", "supcon", "l1", "total"}
-    assert abs(terms["total"] - (terms["ce"] + 2 * terms["supcon"] + terms["l1"])) < 1e-4
-    _, terms = causal_delta_loss(logits, delta, y, LossWeights(0.0, 0.0))
+    total, terms = causal_delta_loss(logits, delta, y, LossWeights(2.0, 1.0, alpha_none=0.5), none_index=2)
+    assert set(terms) == {"ce", "supcon", "l1", "none_inv", "total"}
+    assert abs(terms["total"] - (terms["ce"] + 2 * terms["supcon"] + terms["l1"] + 0.5 * terms["none_inv"])) < 1e-4
+    _, terms = causal_delta_loss(logits, delta, y, LossWeights(0.0, 0.0, alpha_none=0.0), none_index=2)
     assert set(terms) == {"ce", "total"}
+    _, terms = causal_delta_loss(logits, delta, y, LossWeights(0.0, 0.0))  # no `none` label: no term
+    assert set(terms) == {"ce", "total"}
+
+
+def test_none_invariance_shrinks_none_deltas_relative_to_the_others():
+    y = torch.tensor([0, 1, 2, 2])  # 2 = none
+    parts = torch.tensor([[[3.0, 4.0]], [[0.0, 5.0]], [[0.6, 0.8]], [[0.0, 3.0]]], requires_grad=True)  # B x K=1 x 2
+    _, terms = causal_delta_loss(torch.zeros(4, 3), parts.mean(1), y, LossWeights(0.0, 0.0, alpha_none=1.0),
+                                 none_index=2, parts=parts)
+    assert abs(terms["none_inv"] - (1.0 + 3.0) / 2 / 5.0) < 1e-6  # mean none norm / mean action norm
+    loss, _ = causal_delta_loss(torch.zeros(4, 3), parts.mean(1), y, LossWeights(0.0, 0.0, alpha_none=1.0),
+                                none_index=2, parts=parts)
+    loss.backward()
+    assert (parts.grad[2:] * parts[2:]).sum() > 0  # descending shrinks the `none` deltas ...
+    assert (parts.grad[:2] * parts[:2]).sum() < 0  # ... relative to the others
+    # no pull on the overall scale: the gradient is orthogonal to scaling every delta together
+    assert abs(float((parts.grad * parts).sum())) < 1e-6
+    # scale-free: all deltas ten times smaller give the same value
+    _, small = causal_delta_loss(torch.zeros(4, 3), parts.mean(1) / 10, y, LossWeights(0.0, 0.0, alpha_none=1.0),
+                                 none_index=2, parts=parts.detach() / 10)
+    assert abs(small["none_inv"] - terms["none_inv"]) < 1e-6
 
 
 def test_predictor_precomputed_before_matches_full_pair(tiny_model):

@@ -1,4 +1,13 @@
-"""Training objective: CE + alpha_contrast * SupCon(delta) + alpha_sparsity * L1(delta)."""
+"""Training objective:
+
+    CE + alpha_contrast * SupCon(delta) + alpha_sparsity * L1(delta) + alpha_none * NoneInvariance
+
+The first three terms are the paper's. The fourth is ours, for the `none` class (a failed action)
+that the paper does not have: in a `none` pair nothing causal happened, so every change between
+the views (lighting, camera shift, the arm, distractors) is a nuisance and the deltas the head
+looks at should vanish. It is the mean size of those deltas in `none` pairs divided by the mean
+size in the other pairs of the batch: scale-free, so it cannot be met by shrinking every delta
+(with the reference held constant it was, and training collapsed to all-zero deltas)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,6 +43,17 @@ def supervised_contrastive(embeddings: torch.Tensor, labels: torch.Tensor, tempe
     return -mean_log_prob_pos.mean()
 
 
+def none_invariance(magnitudes: torch.Tensor, labels: torch.Tensor, none_index: int) -> torch.Tensor:
+    """Mean of `magnitudes` over `none` samples divided by their mean over the other samples;
+    0 when the batch lacks either kind. `magnitudes` (B): how large the deltas the head
+    uses are, e.g. the mean ||delta_i|| over the Top-K patches."""
+    is_none = labels == none_index
+    if not is_none.any() or is_none.all():
+        return magnitudes.sum() * 0.0
+    reference = magnitudes[~is_none].mean().clamp_min(1e-6)
+    return magnitudes[is_none].mean() / reference
+
+
 def l1_sparsity(delta: torch.Tensor) -> torch.Tensor:
     """Mean absolute value of the delta embedding (per element)."""
     return delta.abs().mean()
@@ -47,11 +67,16 @@ class LossWeights:
     # leave `none` out of SupCon (its deltas have no direction). Off by default: kept in, the
     # `none` deltas are pulled together near zero, which made `none` far easier to recognise
     contrast_exclude_none: bool = False
+    # weight of the `none` invariance term (needs a `none` label). Off by default: not yet
+    # measured to help (a first version collapsed training); see issue #3's notes
+    alpha_none: float = 0.0
 
 
 def causal_delta_loss(logits: torch.Tensor, delta: torch.Tensor, labels: torch.Tensor, weights: LossWeights,
-                      none_index: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """Total loss and each term (as floats, for logging)."""
+                      none_index: int | None = None, parts: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Total loss and each term (as floats, for logging). `parts` (B x K x D): the deltas that
+    were aggregated into `delta` (the Top-K patch deltas); by default `delta` itself."""
     ce = F.cross_entropy(logits.float(), labels)
     total = ce
     terms = {"ce": float(ce.detach())}
@@ -64,5 +89,10 @@ def causal_delta_loss(logits: torch.Tensor, delta: torch.Tensor, labels: torch.T
         l1 = l1_sparsity(delta.float())
         total = total + weights.alpha_sparsity * l1
         terms["l1"] = float(l1.detach())
+    if weights.alpha_none and none_index is not None:
+        pieces = delta[:, None] if parts is None else parts
+        inv = none_invariance(pieces.float().norm(dim=-1).mean(1), labels, none_index)
+        total = total + weights.alpha_none * inv
+        terms["none_inv"] = float(inv.detach())
     terms["total"] = float(total.detach())
     return total, terms

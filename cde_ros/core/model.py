@@ -34,6 +34,7 @@ from torch import nn
 from .preprocess import Preprocessing
 
 HEADS = ("global", "patch", "baseline")
+PATCH_STEMS = ("linear", "conv")
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 FORMAT_VERSION = 1
@@ -54,6 +55,13 @@ class ModelConfig:
     # a local checkpoint (.safetensors, .pth, .bin) for the backbone, loaded through timm's
     # pretrained mechanism (pretrained_cfg_overlay=dict(file=...)); empty: random init
     pretrained_file: str = ""
+    # ViTs only. "linear": timm's patch embedding (one strided convolution, patch x patch).
+    # "conv": a convolutional stem in its place (log2(patch) 3x3 stride-2 convolutions with batch
+    # norm and GELU, then a 1x1 to the token width; Xiao et al. 2021, "Early convolutions help
+    # transformers see better"): same tokens, but trained from scratch it learns far faster and is
+    # less thrown by small camera shifts. A pretrained checkpoint brings its own patch embedding,
+    # so `pretrained_file` requires "linear".
+    patch_stem: str = "linear"
     embed_dim: int = 256
     projector_hidden: int = 256
     head: str = "patch"
@@ -65,6 +73,11 @@ class ModelConfig:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if self.patch_stem not in PATCH_STEMS:
+            raise ValueError(f"patch_stem must be one of {PATCH_STEMS}, got {self.patch_stem!r}")
+        if self.patch_stem == "conv" and self.pretrained_file:
+            raise ValueError("patch_stem 'conv' replaces the patch embedding that pretrained_file brings; "
+                             "use patch_stem 'linear' with a pretrained backbone")
 
 
 class Backbone(nn.Module):
@@ -74,7 +87,8 @@ class Backbone(nn.Module):
     and the patch tokens after the prefix tokens. CNNs: each cell of the last feature map is a
     patch and the global token is their mean."""
 
-    def __init__(self, name: str, input_size: int, kwargs: dict[str, Any], pretrained_file: str = "") -> None:
+    def __init__(self, name: str, input_size: int, kwargs: dict[str, Any], pretrained_file: str = "",
+                 patch_stem: str = "linear") -> None:
         super().__init__()
         import timm
 
@@ -91,6 +105,8 @@ class Backbone(nn.Module):
             self.net = timm.create_model(name, pretrained=bool(pretrained_file), num_classes=0, **kwargs)
         except RuntimeError as exc:
             raise ModelFileError(f"could not build backbone {name!r} with {kwargs}: {exc}") from exc
+        if patch_stem == "conv":
+            _install_conv_stem(self.net, name)
         self.num_prefix = int(getattr(self.net, "num_prefix_tokens", 0))
         self.has_cls = bool(getattr(self.net, "cls_token", None) is not None)
         with torch.no_grad():
@@ -110,6 +126,26 @@ class Backbone(nn.Module):
         patches = feats[:, self.num_prefix:]
         glob = feats[:, 0] if self.has_cls else patches.mean(1)
         return glob, patches
+
+
+def _install_conv_stem(net: nn.Module, name: str) -> None:
+    """Replace a ViT's patch projection (Conv2d, kernel = stride = patch) by a convolutional stem
+    with the same output grid and width."""
+    proj = getattr(getattr(net, "patch_embed", None), "proj", None)
+    if not isinstance(proj, nn.Conv2d):
+        raise ValueError(f"patch_stem 'conv' needs a ViT with a convolutional patch embedding; {name!r} has none")
+    patch, width, channels = proj.kernel_size[0], proj.out_channels, proj.in_channels
+    steps = patch.bit_length() - 1
+    if patch != proj.kernel_size[1] or patch != 1 << steps or steps < 1:
+        raise ValueError(f"patch_stem 'conv' needs a square power-of-two patch size, got {proj.kernel_size}")
+    layers: list[nn.Module] = []
+    c_in = channels
+    for i in range(steps):  # widths grow towards the token width: ..., width/4, width/2, width
+        c_out = max(16, width >> (steps - 1 - i))
+        layers += [nn.Conv2d(c_in, c_out, 3, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.GELU()]
+        c_in = c_out
+    layers.append(nn.Conv2d(c_in, width, 1))
+    net.patch_embed.proj = nn.Sequential(*layers)
 
 
 @dataclass
@@ -136,7 +172,7 @@ class CausalDeltaModel(nn.Module):
         self.config = config
         self.preprocessing = preprocessing
         self.backbone = Backbone(config.backbone, preprocessing.input_size, config.backbone_kwargs,
-                                 config.pretrained_file)
+                                 config.pretrained_file, config.patch_stem)
         d = config.embed_dim
         self.projector = nn.Sequential(
             nn.Linear(self.backbone.dim, config.projector_hidden), nn.GELU(),
@@ -223,6 +259,7 @@ class CausalDeltaModel(nn.Module):
         try:
             mc = dict(meta["model_config"])
             mc["pretrained_file"] = ""  # the saved weights already include the backbone
+            mc.setdefault("patch_stem", "linear")  # files written before the option existed
             config = ModelConfig(**mc)
             pre = Preprocessing.from_json(meta["preprocessing"])
         except (KeyError, TypeError, ValueError) as exc:

@@ -169,7 +169,7 @@ def train(train_pairs: PairSet, val_pairs: PairSet | None, labels: list[str], mo
     np.random.seed(cfg.seed)
     model_cfg = replace(model_cfg, labels=list(labels))
     if model_cfg.head == "baseline":
-        cfg = replace(cfg, loss=replace(cfg.loss, alpha_contrast=0.0, alpha_sparsity=0.0))
+        cfg = replace(cfg, loss=replace(cfg.loss, alpha_contrast=0.0, alpha_sparsity=0.0, alpha_none=0.0))
     model = CausalDeltaModel(model_cfg, pre).to(device)
     train_pairs = resize_pairs(train_pairs, pre)
     val_pairs = resize_pairs(val_pairs, pre) if val_pairs is not None and len(val_pairs) else None
@@ -231,7 +231,7 @@ def train(train_pairs: PairSet, val_pairs: PairSet | None, labels: list[str], mo
             xb, xa, y = xb.to(device, non_blocking=True), xa.to(device, non_blocking=True), y.to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 out = ddp_model(xb, xa)
-            loss, terms = causal_delta_loss(out.logits, out.delta, y, cfg.loss, none_index)
+            loss, terms = causal_delta_loss(out.logits, out.delta, y, cfg.loss, none_index, out.topk_delta)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
