@@ -109,7 +109,7 @@ def make_vit_s16(out: Path) -> Path:
     from cde_ros.core.model import CausalDeltaModel, ModelConfig
     from cde_ros.core.preprocess import Preprocessing
 
-    m = CausalDeltaModel(ModelConfig(backbone="vit_small_patch16_224", backbone_kwargs={}, patch_stem="linear", labels=list(ACTIONS)),
+    m = CausalDeltaModel(ModelConfig(backbone="vit_small_patch16_224", backbone_kwargs={}, labels=list(ACTIONS)),
                          Preprocessing(224))
     m.save(out)
     return out

@@ -14,7 +14,6 @@ SMALL = {"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}
 
 
 def small(head="patch", **kw):
-    kw.setdefault("patch_stem", "linear")
     return CausalDeltaModel(ModelConfig(backbone_kwargs=SMALL, embed_dim=16, projector_hidden=16, head=head,
                                         top_k=3, labels=LABELS, **kw), Preprocessing(32))
 
@@ -44,8 +43,8 @@ def test_identical_views_give_zero_delta():
 
 
 def test_cnn_backbone_cells_are_patches():
-    m = CausalDeltaModel(ModelConfig(backbone="resnet10t", backbone_kwargs={}, patch_stem="linear", embed_dim=16,
-                                     projector_hidden=16, top_k=2, labels=LABELS), Preprocessing(64))
+    m = CausalDeltaModel(ModelConfig(backbone="resnet10t", backbone_kwargs={}, embed_dim=16, projector_hidden=16,
+                                     top_k=2, labels=LABELS), Preprocessing(64))
     assert m.backbone.token_layout == "nchw" and m.backbone.num_patches == 4  # 64 px / 32 stride
     out = m(torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64))
     assert out.topk_delta.shape == (2, 2, 16)
@@ -125,7 +124,7 @@ def test_local_pretrained_checkpoint_loads_through_timm(tmp_path):
     donor = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, **SMALL)
     ckpt = tmp_path / "dino_like.safetensors"
     save_file({k: v.contiguous() for k, v in donor.state_dict().items()}, str(ckpt))
-    m = small(pretrained_file=str(ckpt))  # patch_stem linear: the checkpoint's patch embedding is kept
+    m = small(pretrained_file=str(ckpt))
     for k, v in donor.state_dict().items():
         torch.testing.assert_close(m.backbone.net.state_dict()[k], v)
     fresh = small()
