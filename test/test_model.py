@@ -20,7 +20,7 @@ def small(head="patch", **kw):
 
 @pytest.mark.parametrize("head", ["patch", "global", "baseline"])
 def test_heads_shapes(head):
-    m = small(head)
+    m = small(head).eval()  # batch norm (conv stem) in eval mode: encode() alone gives the same tokens
     x = torch.randn(2, 3, 32, 32)
     out = m(x, x + 0.1)
     assert out.logits.shape == (2, 3) and out.delta.shape == (2, 16)
@@ -52,7 +52,7 @@ def test_cnn_backbone_cells_are_patches():
 
 def test_conv_stem_keeps_the_token_grid_and_round_trips(tmp_path):
     m = small("patch", patch_stem="conv")
-    linear = small("patch")
+    linear = small("patch", patch_stem="linear")
     stem = m.backbone.net.patch_embed.proj
     assert isinstance(stem, torch.nn.Sequential)
     assert sum(isinstance(layer, torch.nn.Conv2d) and layer.stride == (2, 2) for layer in stem) == 3  # 8 = 2^3
@@ -81,8 +81,22 @@ def test_conv_stem_refuses_what_it_cannot_serve(tmp_path):
                          Preprocessing(64))
 
 
+def test_patch_stem_auto_is_resolved_when_the_config_is_made(tmp_path):
+    assert ModelConfig().patch_stem == "conv"  # the default small ViT, from scratch, 8 px patches
+    assert ModelConfig(backbone="vit_small_patch16_224", backbone_kwargs={}).patch_stem == "conv"  # from the name
+    assert ModelConfig(pretrained_file=str(tmp_path / "dino.safetensors")).patch_stem == "linear"
+    assert ModelConfig(backbone="resnet10t", backbone_kwargs={}).patch_stem == "linear"
+    assert ModelConfig(backbone="vit_small_patch14_dinov2", backbone_kwargs={}).patch_stem == "linear"
+    assert ModelConfig(backbone_kwargs={**SMALL, "patch_size": 6}).patch_stem == "linear"
+    # saved as resolved: a model trained from a checkpoint loads (pretrained_file cleared) as linear
+    m = small(patch_stem="auto")
+    assert isinstance(m.backbone.net.patch_embed.proj, torch.nn.Sequential)
+    m.save(tmp_path)
+    assert json.loads((tmp_path / "model.json").read_text())["model_config"]["patch_stem"] == "conv"
+
+
 def test_model_files_without_patch_stem_load_as_linear(tmp_path):
-    m = small("patch").eval()
+    m = small("patch", patch_stem="linear").eval()
     m.save(tmp_path)
     meta = json.loads((tmp_path / "model.json").read_text())
     del meta["model_config"]["patch_stem"]  # as written before the option existed
@@ -125,9 +139,10 @@ def test_local_pretrained_checkpoint_loads_through_timm(tmp_path):
     ckpt = tmp_path / "dino_like.safetensors"
     save_file({k: v.contiguous() for k, v in donor.state_dict().items()}, str(ckpt))
     m = small(pretrained_file=str(ckpt))
+    assert m.config.patch_stem == "linear"  # auto: the checkpoint brings its patch embedding
     for k, v in donor.state_dict().items():
         torch.testing.assert_close(m.backbone.net.state_dict()[k], v)
-    fresh = small()
+    fresh = small(patch_stem="linear")
     assert not torch.equal(fresh.backbone.net.patch_embed.proj.weight, donor.patch_embed.proj.weight)
     with pytest.raises(ModelFileError, match="does not exist"):
         small(pretrained_file=str(tmp_path / "missing.safetensors"))
@@ -172,6 +187,34 @@ def test_none_invariance_shrinks_none_deltas_relative_to_the_others():
     _, small = causal_delta_loss(torch.zeros(4, 3), parts.mean(1) / 10, y, LossWeights(0.0, 0.0, alpha_none=1.0),
                                  none_index=2, parts=parts.detach() / 10)
     assert abs(small["none_inv"] - terms["none_inv"]) < 1e-6
+
+
+def test_sparsity_on_patches_penalises_every_patch_delta():
+    model = small()
+    torch.manual_seed(0)
+    before, after = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    out = model(before, after)
+    assert out.patch_deltas.shape == (2, model.backbone.num_patches, 16)
+    # the Top-K deltas are the largest of all patch deltas
+    torch.testing.assert_close(out.topk_delta, out.patch_deltas.gather(
+        1, out.topk_index[..., None].expand(-1, -1, 16)))
+    y = torch.tensor([0, 2])
+    _, on_delta = causal_delta_loss(out.logits, out.delta, y, LossWeights(0.0, 1.0), 2, out.topk_delta,
+                                    out.patch_deltas)
+    _, on_patches = causal_delta_loss(out.logits, out.delta, y, LossWeights(0.0, 1.0, sparsity_on="patches"), 2,
+                                      out.topk_delta, out.patch_deltas)
+    assert abs(on_delta["l1"] - float(out.delta.abs().mean())) < 1e-6
+    assert abs(on_patches["l1"] - float(out.patch_deltas.abs().mean())) < 1e-6
+    # a patch outside the Top-K gets a gradient only from "patches"
+    pd = out.patch_deltas.detach().requires_grad_(True)
+    loss, _ = causal_delta_loss(out.logits.detach(), pd.gather(1, out.topk_index[..., None].expand(-1, -1, 16)).mean(1),
+                                y, LossWeights(0.0, 1.0, sparsity_on="patches"), 2, None, pd)
+    loss.backward()
+    outside = torch.ones(2, pd.shape[1], dtype=torch.bool)
+    outside.scatter_(1, out.topk_index, False)
+    assert pd.grad[outside].abs().sum() > 0
+    with pytest.raises(ValueError, match="sparsity_on"):
+        LossWeights(sparsity_on="tokens")
 
 
 def test_predictor_precomputed_before_matches_full_pair(tiny_model):

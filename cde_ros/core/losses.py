@@ -59,6 +59,9 @@ def l1_sparsity(delta: torch.Tensor) -> torch.Tensor:
     return delta.abs().mean()
 
 
+SPARSITY_TARGETS = ("delta", "patches")
+
+
 @dataclass(frozen=True)
 class LossWeights:
     alpha_contrast: float = 2.0
@@ -70,11 +73,18 @@ class LossWeights:
     # weight of the `none` invariance term (needs a `none` label). Off by default: not yet
     # measured to help (a first version collapsed training); see issue #3's notes
     alpha_none: float = 0.0
+    # what the L1 term sees (patch head): "delta" = the aggregated delta (the paper's);
+    # "patches" = every patch's delta, so changes the head should ignore are pushed to zero
+    sparsity_on: str = "delta"
+
+    def __post_init__(self) -> None:
+        if self.sparsity_on not in SPARSITY_TARGETS:
+            raise ValueError(f"sparsity_on must be one of {SPARSITY_TARGETS}, got {self.sparsity_on!r}")
 
 
 def causal_delta_loss(logits: torch.Tensor, delta: torch.Tensor, labels: torch.Tensor, weights: LossWeights,
-                      none_index: int | None = None, parts: torch.Tensor | None = None
-                      ) -> tuple[torch.Tensor, dict[str, float]]:
+                      none_index: int | None = None, parts: torch.Tensor | None = None,
+                      patch_deltas: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and each term (as floats, for logging). `parts` (B x K x D): the deltas that
     were aggregated into `delta` (the Top-K patch deltas); by default `delta` itself."""
     ce = F.cross_entropy(logits.float(), labels)
@@ -86,7 +96,8 @@ def causal_delta_loss(logits: torch.Tensor, delta: torch.Tensor, labels: torch.T
         total = total + weights.alpha_contrast * con
         terms["supcon"] = float(con.detach())
     if weights.alpha_sparsity:
-        l1 = l1_sparsity(delta.float())
+        use_patches = weights.sparsity_on == "patches" and patch_deltas is not None
+        l1 = l1_sparsity((patch_deltas if use_patches else delta).float())
         total = total + weights.alpha_sparsity * l1
         terms["l1"] = float(l1.detach())
     if weights.alpha_none and none_index is not None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from torch import nn
 from .preprocess import Preprocessing
 
 HEADS = ("global", "patch", "baseline")
-PATCH_STEMS = ("linear", "conv")
+PATCH_STEMS = ("auto", "linear", "conv")
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 FORMAT_VERSION = 1
@@ -55,17 +56,20 @@ class ModelConfig:
     # a local checkpoint (.safetensors, .pth, .bin) for the backbone, loaded through timm's
     # pretrained mechanism (pretrained_cfg_overlay=dict(file=...)); empty: random init
     pretrained_file: str = ""
-    # ViTs only. "linear": timm's patch embedding (one strided convolution, patch x patch).
+    # How a ViT turns pixels into patch tokens.
+    # "linear": timm's patch embedding (one strided convolution, patch x patch).
     # "conv": a convolutional stem in its place (log2(patch) 3x3 stride-2 convolutions with batch
     # norm and GELU, then a 1x1 to the token width; Xiao et al. 2021, "Early convolutions help
     # transformers see better"): same tokens, but trained from scratch it learns far faster and is
     # less thrown by small camera shifts. A pretrained checkpoint brings its own patch embedding,
-    # so `pretrained_file` requires "linear".
-    patch_stem: str = "linear"
+    # so `pretrained_file` requires "linear"; CNN backbones have no patch embedding to replace.
+    # "auto" (default): "conv" for a ViT trained from scratch whose patch size is a power of two,
+    # else "linear". It is resolved when the config is made, so saved models record the choice.
+    patch_stem: str = "auto"
     embed_dim: int = 256
     projector_hidden: int = 256
     head: str = "patch"
-    top_k: int = 8
+    top_k: int = 4
     labels: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -75,9 +79,24 @@ class ModelConfig:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
         if self.patch_stem not in PATCH_STEMS:
             raise ValueError(f"patch_stem must be one of {PATCH_STEMS}, got {self.patch_stem!r}")
+        if self.patch_stem == "auto":
+            patch = self.backbone_kwargs.get("patch_size") or _patch_size_in_name(self.backbone)
+            square_pow2 = isinstance(patch, int) and patch >= 2 and patch & (patch - 1) == 0
+            from_scratch_vit = is_vit_name(self.backbone) and not self.pretrained_file
+            self.patch_stem = "conv" if from_scratch_vit and square_pow2 else "linear"
         if self.patch_stem == "conv" and self.pretrained_file:
             raise ValueError("patch_stem 'conv' replaces the patch embedding that pretrained_file brings; "
                              "use patch_stem 'linear' with a pretrained backbone")
+
+
+def is_vit_name(name: str) -> bool:
+    """Whether a timm model name is a vision transformer (class token plus patch tokens)."""
+    return "vit" in name or "deit" in name or "eva" in name
+
+
+def _patch_size_in_name(name: str) -> int | None:
+    m = re.search(r"patch(\d+)", name)
+    return int(m.group(1)) if m else None
 
 
 class Backbone(nn.Module):
@@ -98,8 +117,7 @@ class Backbone(nn.Module):
             if not path.is_file():
                 raise ModelFileError(f"pretrained backbone file {path} does not exist")
             kwargs["pretrained_cfg_overlay"] = dict(file=str(path))
-        is_vit = "vit" in name or "deit" in name or "eva" in name
-        if is_vit:
+        if is_vit_name(name):
             kwargs.setdefault("img_size", input_size)
         try:
             self.net = timm.create_model(name, pretrained=bool(pretrained_file), num_classes=0, **kwargs)
@@ -162,6 +180,7 @@ class DeltaOutput:
     delta: torch.Tensor  # B x D, the aggregated delta (baseline: z_after - z_before of the global token)
     topk_delta: torch.Tensor | None  # B x K x D (patch head)
     topk_index: torch.Tensor | None  # B x K patch indices (patch head)
+    patch_deltas: torch.Tensor | None = None  # B x N x D, every patch's delta (patch head)
 
 
 class CausalDeltaModel(nn.Module):
@@ -199,7 +218,7 @@ class CausalDeltaModel(nn.Module):
             idx = norms.topk(self.top_k, dim=1).indices  # B x K
             top = deltas.gather(1, idx.unsqueeze(-1).expand(-1, -1, deltas.shape[-1]))
             delta = top.mean(1)
-            return DeltaOutput(self.classifier(delta), delta, top, idx)
+            return DeltaOutput(self.classifier(delta), delta, top, idx, deltas)
         delta = after.glob - before.glob
         if head == "global":
             return DeltaOutput(self.classifier(delta), delta, None, None)

@@ -36,7 +36,7 @@ CHECKPOINT_DIR = "checkpoint"
 class TrainConfig:
     epochs: int = 20
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     seed: int = 0
@@ -231,7 +231,8 @@ def train(train_pairs: PairSet, val_pairs: PairSet | None, labels: list[str], mo
             xb, xa, y = xb.to(device, non_blocking=True), xa.to(device, non_blocking=True), y.to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 out = ddp_model(xb, xa)
-            loss, terms = causal_delta_loss(out.logits, out.delta, y, cfg.loss, none_index, out.topk_delta)
+            loss, terms = causal_delta_loss(out.logits, out.delta, y, cfg.loss, none_index, out.topk_delta,
+                                             out.patch_deltas)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
