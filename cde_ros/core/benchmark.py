@@ -49,6 +49,7 @@ class BenchmarkConfig:
     input_size: int = 64
     model: ModelConfig = field(default_factory=ModelConfig)
     batch_size: int = 64
+    lr: float = TrainConfig.lr
 
     @classmethod
     def quick(cls) -> "BenchmarkConfig":
@@ -98,7 +99,7 @@ def run_benchmark(cfg: BenchmarkConfig, out: Path, progress: bool = True,
                 k += 1
                 head, a_con, a_sp = VARIANTS[variant]
                 mc = replace(cfg.model, head=head)
-                tc = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=seed,
+                tc = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed,
                                  loss=LossWeights(alpha_contrast=a_con, alpha_sparsity=a_sp))
                 log(f"[{k}/{total}] {scenes} seed {seed} {variant}")
                 res = train(data["train"], data["val"], list(ACTIONS), mc, pre, tc, None, progress=progress,
@@ -168,7 +169,8 @@ def _write(cfg: BenchmarkConfig, rows: list[dict], out: Path, seconds: float) ->
         "",
         f"Train {cfg.train_pairs} pairs (`iid` split, {cfg.none_fraction:.0%} `none`), {cfg.epochs} epochs, last epoch reported; test "
         f"{cfg.test_pairs} pairs per split; seeds {list(cfg.seeds)}; input {cfg.input_size} px; backbone "
-        f"`{cfg.model.backbone}` {cfg.model.backbone_kwargs} from scratch. Mean ± std over seeds.",
+        f"`{cfg.model.backbone}` {cfg.model.backbone_kwargs} from scratch, patch stem `{cfg.model.patch_stem}`, "
+        f"Top-K {cfg.model.top_k}; batch {cfg.batch_size}, lr {cfg.lr}. Mean ± std over seeds.",
         "`opp. err` = share of errors that predict the opposite action; `opp. cos` = mean cosine between "
         "class-mean deltas of opposing actions (−1 = anti-parallel), both on the compositional split.",
         "",
