@@ -309,11 +309,17 @@ def plot_soak(row: dict, path: Path) -> None:
 def write_report(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "perf.json").write_text(json.dumps(results, indent=1) + "\n")
+    runs = results.get("runs", {})
+
+    def run_of(section: str) -> str:
+        r = runs.get(section, {"machine": results["machine"], "command": results["command"]})
+        return f"_Measured on {r['machine']} by `{r['command']}`._"
+
     L = ["# Performance (benchmarks/perf.py)", "",
-         f"Machine: {results['machine']}. Command: `{results['command']}`.", ""]
+         "Each section names the run that measured it (`--only` reruns some and keeps the others).", ""]
     if "latency" in results:
         L += ["## Event latency (end event published -> /cde/action received, through rclpy)", "",
-              "| model | before embedding | median ms | p95 ms |", "|---|---|---|---|"]
+              run_of("latency"), "", "| model | before embedding | median ms | p95 ms |", "|---|---|---|---|"]
         for r in results["latency"]:
             L.append(f"| {r['model']} | {'at event start' if r['precompute_before'] else 'at the end (naive)'} | "
                      f"{r['median_ms']:.1f} | {r['p95_ms']:.1f} |")
@@ -324,6 +330,7 @@ def write_report(results: dict, out: Path) -> None:
         L.append("")
     if "ingest" in results:
         L += ["## Frame ingest at 30 Hz (CPU per frame in the image callback vs decoding every frame)", "",
+              run_of("ingest"), "",
               "| size | frames received/sent | ingest µs/frame | decode-on-arrival µs/frame | ratio | buffer frames | buffer MB |",
               "|---|---|---|---|---|---|---|"]
         for r in results["ingest"]:
@@ -333,18 +340,18 @@ def write_report(results: dict, out: Path) -> None:
         L.append("\nTarget: ingest ≤ 1000 µs CPU per 640×480 frame.\n")
     if "pairing" in results:
         r = results["pairing"]
-        L += ["## Bag pairing throughput (MCAP, 640×480 rgb8)", "",
+        L += ["## Bag pairing throughput (MCAP, 640×480 rgb8)", "", run_of("pairing"), "",
               f"{r['events']} events, {r['frames']} frames, {r['bag_mb']} MB: raw rosbags read+deserialise "
               f"{r['raw_read_msgs_per_s']} msg/s; pairing {r['pairing_frames_per_s']} frames/s = "
               f"{r['pairing_events_per_s']} events/s; pairing / raw = **{r['ratio_pairing_over_raw']:.2f}** (target ≥ 0.5).", ""]
     if "training" in results:
         r = results["training"]
-        L += ["## Training throughput (default model, CPU)", "",
+        L += ["## Training throughput (default model, CPU)", "", run_of("training"), "",
               f"{r['pairs_per_s']} pairs/s ({r['pairs_per_epoch']} pairs × {r['epochs']} epochs in {r['seconds']} s, "
               f"{r['threads']} cores).", ""]
     if "soak" in results:
         r = results["soak"]
-        L += ["## Node memory over a 30 Hz stream", "",
+        L += ["## Node memory over a 30 Hz stream", "", run_of("soak"), "",
               f"{r['stream_minutes']} minutes of 640×480 stream ({r['frames']} frames, {r['events_answered']} events "
               f"answered): RSS {r['rss_mb_minute_1_to_2']} MB in minutes 1–2, {r['rss_mb_last_minute']} MB in the last "
               f"minute, max {r['rss_mb_max']} MB.", "", "![RSS over the stream](soak_rss.png)", ""]
@@ -374,6 +381,8 @@ def main() -> int:
     results = {**existing, "machine": f"{platform.platform()}, {os.cpu_count()} cores, "
                f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}",
                "command": "python benchmarks/perf.py " + " ".join(sys.argv[1:])}
+    results["runs"] = {**existing.get("runs", {}),
+                       **{s: {"machine": results["machine"], "command": results["command"]} for s in sections}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if "latency" in sections:
