@@ -152,14 +152,16 @@ def cmd_train_synthetic(args: argparse.Namespace) -> int:
     for scenes in args.scenes:
         sc = SceneConfig(clutter=scenes == "cluttered")
         _log(f"generating {args.pairs} {scenes} training pairs")
-        parts.append(resize_pairs(generate_pairs("iid", args.pairs, sc, seed=args.seed,
+        train_sc = replace(sc, random_color_p=args.random_color_p)
+        parts.append(resize_pairs(generate_pairs("iid", args.pairs, train_sc, seed=args.seed,
                                                  none_fraction=args.none_fraction), pre))
         val_parts.append(resize_pairs(generate_pairs("val", max(100, args.pairs // 8), sc, seed=args.seed), pre))
     result = train(PairSet.concat(parts), PairSet.concat(val_parts), list(ACTIONS), cfg.model, pre,
                    replace(cfg.training, seed=args.seed), args.out, resume=args.resume, progress=not args.quiet,
                    log=_log, extra_meta={"data": {"synthetic": {"scenes": args.scenes, "pairs": args.pairs,
                                                                 "seed": args.seed,
-                                                                "none_fraction": args.none_fraction}},
+                                                                "none_fraction": args.none_fraction,
+                                                                "random_color_p": args.random_color_p}},
                                          "pairing": asdict(cfg.pairing)})
     print(json.dumps({"model_dir": str(args.out), "model_id": result.model_id,
                       "metrics": result.history[-1] if result.history else {}}))
@@ -176,6 +178,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         cfg = replace(cfg, variants=tuple(args.variants))
     if args.scenes:
         cfg = replace(cfg, scenes=tuple(args.scenes))
+    if args.random_color_p is not None:
+        cfg = replace(cfg, random_color_p=args.random_color_p)
     if args.evaluate_model:
         from .core.benchmark import evaluate_model
 
@@ -248,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--scenes", nargs="+", choices=["single", "cluttered"], default=["single", "cluttered"])
     sp.add_argument("--pairs", type=int, default=4000, help="training pairs per scene type")
     sp.add_argument("--none-fraction", type=float, default=0.25, help="share of `none` (failed action) pairs")
+    sp.add_argument("--random-color-p", type=float, default=0.0,
+                    help="share of objects in the training pairs painted a random colour instead of their class "
+                         "colours (validation pairs keep class colours)")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--epochs", type=int)
     sp.add_argument("--device")
@@ -261,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seeds", type=int, help="number of seeds")
     sp.add_argument("--variants", nargs="+")
     sp.add_argument("--scenes", nargs="+", choices=["single", "cluttered"])
+    sp.add_argument("--random-color-p", type=float,
+                    help="share of objects in the training pairs painted a random colour (default 0)")
     sp.add_argument("--evaluate-model", metavar="MODEL_DIR",
                     help="no training: evaluate this model on the benchmark's test splits")
     sp.add_argument("--quiet", action="store_true")

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from cde_ros.core import synthetic as s
 from cde_ros.core.actions import ACTIONS, OPPOSITE
@@ -69,3 +70,22 @@ def test_timed_stream_has_paired_events_in_stamp_order():
     frames = [t for kind, t, _ in items if kind == "frame"]
     gaps = np.diff(frames) / 1e9
     assert 0.04 < np.median(gaps) < 0.06
+
+
+def test_random_colours_repaint_objects_only_when_asked():
+    def near_palette(o):
+        return min(np.abs(np.subtract(o.color, p)).max() for p in o.cls.colors) <= 25
+
+    def scenes(p):
+        rng = np.random.default_rng(4)
+        cfg = s.SceneConfig(clutter=True, random_color_p=p)
+        return [s.make_scene("box", "open", cfg, rng) for _ in range(40)]
+
+    plain, painted = scenes(0.0), scenes(1.0)
+    assert all(near_palette(sc.target) and all(near_palette(d) for d in sc.distractors) for sc in plain)
+    assert sum(near_palette(sc.target) for sc in painted) < 8
+    assert sum(near_palette(d) for sc in painted for d in sc.distractors) < 0.2 * sum(len(sc.distractors) for sc in painted)
+    # the change itself is untouched: the box still opens, in whatever colour
+    assert all(not sc.target.is_open and sc.after_target.is_open for sc in painted)
+    with pytest.raises(ValueError, match="probability"):
+        s.SceneConfig(random_color_p=1.5)

@@ -46,6 +46,9 @@ class BenchmarkConfig:
     test_pairs: int = 500
     epochs: int = 6
     none_fraction: float = 0.25  # share of `none` (failed action) pairs in training
+    # training pairs only: share of objects painted a random colour (SceneConfig.random_color_p);
+    # validation and test pairs keep the class colours
+    random_color_p: float = 0.0
     input_size: int = 64
     model: ModelConfig = field(default_factory=ModelConfig)
     batch_size: int = 64
@@ -87,8 +90,8 @@ def run_benchmark(cfg: BenchmarkConfig, out: Path, progress: bool = True,
         sc = SceneConfig(clutter=scenes == "cluttered")
         for seed in cfg.seeds:
             data = {
-                "train": resize_pairs(generate_pairs("iid", cfg.train_pairs, sc, seed=seed,
-                                                     none_fraction=cfg.none_fraction), pre),
+                "train": resize_pairs(generate_pairs("iid", cfg.train_pairs, replace(sc, random_color_p=cfg.random_color_p),
+                                                     seed=seed, none_fraction=cfg.none_fraction), pre),
                 "val": resize_pairs(generate_pairs("val", cfg.val_pairs, sc, seed=seed), pre),
                 # fresh samples for the IID test: another seed stream than training
                 "iid": resize_pairs(generate_pairs("iid", cfg.test_pairs, sc, seed=seed + 1000), pre),
@@ -167,7 +170,8 @@ def _write(cfg: BenchmarkConfig, rows: list[dict], out: Path, seconds: float) ->
     lines = [
         "# OOD benchmark (synthetic intervention scenes)",
         "",
-        f"Train {cfg.train_pairs} pairs (`iid` split, {cfg.none_fraction:.0%} `none`), {cfg.epochs} epochs, last epoch reported; test "
+        f"Train {cfg.train_pairs} pairs (`iid` split, {cfg.none_fraction:.0%} `none`, {cfg.random_color_p:.0%} of objects "
+        f"in random colours), {cfg.epochs} epochs, last epoch reported; test "
         f"{cfg.test_pairs} pairs per split; seeds {list(cfg.seeds)}; input {cfg.input_size} px; backbone "
         f"`{cfg.model.backbone}` {cfg.model.backbone_kwargs} from scratch, patch stem `{cfg.model.patch_stem}`, "
         f"Top-K {cfg.model.top_k}; batch {cfg.batch_size}, lr {cfg.lr}. Mean ± std over seeds.",

@@ -11,6 +11,9 @@ Nuisances between the two views: a lighting change (gain and tint), a small came
 noise, and in cluttered scenes distractor changes unrelated to any action (colour, size, jitter)
 plus a robot-arm-like occluder that moves between the views.
 
+For training data, objects can be painted random colours (`SceneConfig.random_color_p`, domain
+randomisation); test splits keep every class's own colours.
+
 Splits (deterministic): `iid` (training combinations), `val` (training combinations, other
 samples), `comp` (held-out object-action combinations; every action and class still seen in
 training), `syst` (held-out object classes).
@@ -304,6 +307,15 @@ class SceneConfig:
     noise: float = 4.0  # sensor noise std (0..255)
     distractors: tuple[int, int] = (2, 4)
     distractor_change_p: float = 0.5
+    # Probability that an object (target or distractor) is painted a uniformly random colour
+    # instead of one of its class's colours. Domain randomisation for training data: colour then
+    # tells nothing about the class, so a model has to read the change itself. Test splits keep
+    # 0 (class colours), so held-out classes still look as they are defined.
+    random_color_p: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.random_color_p <= 1.0:
+            raise ValueError(f"random_color_p is a probability, got {self.random_color_p}")
 
 
 def _place(objs: list[ObjState], o: ObjState, rng, tries=30) -> bool:
@@ -331,6 +343,8 @@ def make_scene(obj_class: str, action: str, cfg: SceneConfig, rng: np.random.Gen
     target = ObjState(cls, 0.5, 0.5, scale * rng.uniform(0.9, 1.15),
                       tuple(int(c) for c in np.clip(np.array(cls.colors[rng.integers(len(cls.colors))]) +
                                                      rng.integers(-25, 26, 3), 0, 255)))
+    if cfg.random_color_p and rng.random() < cfg.random_color_p:
+        target.color = _random_color(rng)
     # the failed action is one the object affords; its precondition holds, nothing happens
     pre_action = action if action != "none" else cls.actions[rng.integers(len(cls.actions))]
     placed: list[ObjState] = []
@@ -350,6 +364,8 @@ def make_scene(obj_class: str, action: str, cfg: SceneConfig, rng: np.random.Gen
             d = ObjState(dc, 0.5, 0.5, 0.7 * rng.uniform(0.85, 1.1), dc.colors[rng.integers(len(dc.colors))],
                          is_open=bool(rng.random() < 0.5), is_on=bool(rng.random() < 0.5),
                          fill=float(rng.uniform(0.2, 0.8)))
+            if cfg.random_color_p and rng.random() < cfg.random_color_p:
+                d.color = _random_color(rng)
             if _place(keepout, d, rng):
                 keepout.append(d)
                 distractors.append(d)
@@ -375,6 +391,10 @@ def make_scene(obj_class: str, action: str, cfg: SceneConfig, rng: np.random.Gen
                  obj_class=obj_class, attempted=pre_action, arm_before=arm_b, arm_after=arm_a,
                  view_before=_view(cfg, rng), view_after=_view(cfg, rng),
                  after_target=after_target, after_distractors=after_distractors)
+
+
+def _random_color(rng: np.random.Generator) -> tuple[int, int, int]:
+    return tuple(int(c) for c in rng.integers(30, 240, 3))
 
 
 def _arm_position(target: ObjState, rng) -> tuple[float, float]:
