@@ -203,8 +203,8 @@ def test_sparsity_on_patches_penalises_every_patch_delta():
                                     out.patch_deltas)
     _, on_patches = causal_delta_loss(out.logits, out.delta, y, LossWeights(0.0, 1.0, sparsity_on="patches"), 2,
                                       out.topk_delta, out.patch_deltas)
-    assert abs(on_delta["l1"] - float(out.delta.abs().mean())) < 1e-6
-    assert abs(on_patches["l1"] - float(out.patch_deltas.abs().mean())) < 1e-6
+    assert abs(on_delta["l1"] - float(out.delta.detach().abs().mean())) < 1e-6
+    assert abs(on_patches["l1"] - float(out.patch_deltas.detach().abs().mean())) < 1e-6
     # a patch outside the Top-K gets a gradient only from "patches"
     pd = out.patch_deltas.detach().requires_grad_(True)
     loss, _ = causal_delta_loss(out.logits.detach(), pd.gather(1, out.topk_index[..., None].expand(-1, -1, 16)).mean(1),
