@@ -36,6 +36,44 @@ def test_heads_shapes(head):
         assert m.classifier.in_features == 32
 
 
+def test_scored_patch_pool_learns_which_patches_count(tmp_path):
+    torch.manual_seed(0)
+    m = small("patch", patch_pool="scored").eval()
+    x, y = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    enc_b, enc_a = m.encode(x), m.encode(y)
+    deltas = enc_a.patches - enc_b.patches
+    out = m.head(enc_b, enc_a)
+    # zero-initialised scorer: the same K patches as the norm ranking, weighted by softmax(norm)
+    norms = deltas.norm(dim=-1)
+    torch.testing.assert_close(out.topk_index, norms.topk(3, 1).indices)
+    w = norms.gather(1, out.topk_index).softmax(1)
+    torch.testing.assert_close(out.delta, (w.unsqueeze(-1) * out.topk_delta).sum(1))
+    # the scorer is trained through the weights, and once trained it changes the ranking
+    m.train()
+    m(x, y).logits[:, 0].sum().backward()
+    assert m.scorer[2].weight.grad.abs().sum() > 0
+    m.eval()
+    with torch.no_grad():
+        m.scorer[0].weight.normal_()
+        m.scorer[2].weight.normal_(std=10.0)
+    out = m.head(enc_b, enc_a)
+    score = norms + m.scorer(deltas).squeeze(-1)
+    torch.testing.assert_close(out.topk_index, score.topk(3, 1).indices)
+    assert not torch.equal(out.topk_index.sort(1).values, norms.topk(3, 1).indices.sort(1).values)
+    # saved and reloaded with its scorer; files from before the option load as "norm"
+    m.save(tmp_path / "scored")
+    m2, _ = CausalDeltaModel.load(tmp_path / "scored")
+    assert m2.config.patch_pool == "scored"
+    torch.testing.assert_close(m(x, y).logits, m2(x, y).logits)
+    small("patch").save(tmp_path / "norm")
+    meta = json.loads((tmp_path / "norm" / "model.json").read_text())
+    del meta["model_config"]["patch_pool"]
+    (tmp_path / "norm" / "model.json").write_text(json.dumps(meta))
+    assert CausalDeltaModel.load(tmp_path / "norm")[0].scorer is None
+    with pytest.raises(ValueError, match="patch_pool must be one of"):
+        small(patch_pool="attention")
+
+
 def test_identical_views_give_zero_delta():
     m = small("patch").eval()
     x = torch.randn(1, 3, 32, 32)

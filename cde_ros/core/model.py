@@ -10,6 +10,11 @@ Heads (`head`):
   aggregated delta is their plain mean, ``delta = (1/K) * sum_{i in TopK} delta_i``. Keeping
   only the most-changed patches lets the embedding ignore the parts of a cluttered scene that
   did not take part in the manipulation; the mean keeps the scale independent of K.
+  With ``patch_pool: scored`` a small MLP ``s`` (last layer zero-initialised) adds a learned term
+  to the ranking, ``score_i = ||delta_i||_2 + s(delta_i)``, the K patches with the largest score
+  are kept and weighted by ``softmax(score)`` over those K: ``delta = sum_k w_k * delta_k``. The
+  scorer learns which kinds of change matter (a lid opening) and which do not (a distractor
+  changing colour) instead of trusting the size of the change alone.
 - ``baseline``: Causal Triplet's baseline, a classifier on ``[z_before, z_after - z_before]`` of
   the global token (no delta-only bottleneck); trained with cross-entropy only by convention.
 
@@ -35,6 +40,7 @@ from torch import nn
 from .preprocess import Preprocessing
 
 HEADS = ("global", "patch", "baseline")
+PATCH_POOLS = ("norm", "scored")
 PATCH_STEMS = ("auto", "linear", "conv")
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
@@ -70,11 +76,17 @@ class ModelConfig:
     projector_hidden: int = 256
     head: str = "patch"
     top_k: int = 4
+    # How the patch head ranks and aggregates patches (see the module docstring).
+    # "norm": Top-K by ||delta_i||_2, plain mean. "scored": Top-K by ||delta_i||_2 + s(delta_i),
+    # s a small learned MLP, softmax-weighted sum.
+    patch_pool: str = "norm"
     labels: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+        if self.patch_pool not in PATCH_POOLS:
+            raise ValueError(f"patch_pool must be one of {PATCH_POOLS}, got {self.patch_pool!r}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
         if self.patch_stem not in PATCH_STEMS:
@@ -199,6 +211,12 @@ class CausalDeltaModel(nn.Module):
         in_features = 2 * d if config.head == "baseline" else d
         self.classifier = nn.Linear(in_features, len(config.labels))
         self.top_k = min(config.top_k, self.backbone.num_patches)
+        self.scorer = None
+        if config.head == "patch" and config.patch_pool == "scored":
+            # zero-initialised last layer: training starts from the plain ||delta_i|| ranking
+            self.scorer = nn.Sequential(nn.Linear(d, 64), nn.GELU(), nn.Linear(64, 1))
+            nn.init.zeros_(self.scorer[2].weight)
+            nn.init.zeros_(self.scorer[2].bias)
 
     @property
     def labels(self) -> list[str]:
@@ -214,10 +232,16 @@ class CausalDeltaModel(nn.Module):
         head = self.config.head
         if head == "patch":
             deltas = after.patches - before.patches  # B x N x D
-            norms = deltas.norm(dim=-1)
-            idx = norms.topk(self.top_k, dim=1).indices  # B x K
+            score = deltas.norm(dim=-1)
+            if self.scorer is not None:
+                score = score + self.scorer(deltas).squeeze(-1)
+            idx = score.topk(self.top_k, dim=1).indices  # B x K
             top = deltas.gather(1, idx.unsqueeze(-1).expand(-1, -1, deltas.shape[-1]))
-            delta = top.mean(1)
+            if self.scorer is None:
+                delta = top.mean(1)
+            else:  # softmax weights over the K kept patches: the scorer's gradient path
+                w = score.gather(1, idx).softmax(1)
+                delta = (w.unsqueeze(-1) * top).sum(1)
             return DeltaOutput(self.classifier(delta), delta, top, idx, deltas)
         delta = after.glob - before.glob
         if head == "global":
@@ -279,6 +303,7 @@ class CausalDeltaModel(nn.Module):
             mc = dict(meta["model_config"])
             mc["pretrained_file"] = ""  # the saved weights already include the backbone
             mc.setdefault("patch_stem", "linear")  # files written before the option existed
+            mc.setdefault("patch_pool", "norm")  # likewise
             config = ModelConfig(**mc)
             pre = Preprocessing.from_json(meta["preprocessing"])
         except (KeyError, TypeError, ValueError) as exc:
