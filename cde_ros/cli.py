@@ -180,6 +180,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         cfg = replace(cfg, scenes=tuple(args.scenes))
     if args.random_color_p is not None:
         cfg = replace(cfg, random_color_p=args.random_color_p)
+    if args.patch_pool:
+        cfg = replace(cfg, model=replace(cfg.model, patch_pool=args.patch_pool))
     if args.evaluate_model:
         from .core.benchmark import evaluate_model
 
@@ -270,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--scenes", nargs="+", choices=["single", "cluttered"])
     sp.add_argument("--random-color-p", type=float,
                     help="share of objects in the training pairs painted a random colour (default 0)")
+    sp.add_argument("--patch-pool", choices=["norm", "scored"],  # model.PATCH_POOLS (not imported: torch is slow)
+                    help="how the patch-wise variants pool the Top-K patch deltas (default: ModelConfig's)")
     sp.add_argument("--evaluate-model", metavar="MODEL_DIR",
                     help="no training: evaluate this model on the benchmark's test splits")
     sp.add_argument("--quiet", action="store_true")

@@ -55,3 +55,14 @@ def test_setup_installs_launch_config_models_and_the_index_marker():
     assert 'format="3"' in pkg and "<build_type>ament_python</build_type>" in pkg
     for dep in ("rclpy", "sensor_msgs", "std_msgs", "std_srvs", "diagnostic_msgs"):
         assert f"<exec_depend>{dep}</exec_depend>" in pkg
+
+
+def test_benchmark_patch_pool_choices_are_the_models():
+    from cde_ros.cli import build_parser
+    from cde_ros.core.model import PATCH_POOLS
+
+    args = build_parser().parse_args(["benchmark", "--patch-pool", "scored"])
+    assert args.patch_pool == "scored"
+    sub = next(a for a in build_parser()._subparsers._group_actions[0].choices["benchmark"]._actions
+               if a.dest == "patch_pool")
+    assert tuple(sub.choices) == PATCH_POOLS

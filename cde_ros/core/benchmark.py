@@ -174,7 +174,7 @@ def _write(cfg: BenchmarkConfig, rows: list[dict], out: Path, seconds: float) ->
         f"in random colours), {cfg.epochs} epochs, last epoch reported; test "
         f"{cfg.test_pairs} pairs per split; seeds {list(cfg.seeds)}; input {cfg.input_size} px; backbone "
         f"`{cfg.model.backbone}` {cfg.model.backbone_kwargs} from scratch, patch stem `{cfg.model.patch_stem}`, "
-        f"Top-K {cfg.model.top_k}; batch {cfg.batch_size}, lr {cfg.lr}. Mean ± std over seeds.",
+        f"Top-K {cfg.model.top_k} ({cfg.model.patch_pool} pooling); batch {cfg.batch_size}, lr {cfg.lr}. Mean ± std over seeds.",
         "`opp. err` = share of errors that predict the opposite action; `opp. cos` = mean cosine between "
         "class-mean deltas of opposing actions (−1 = anti-parallel), both on the compositional split.",
         "",
