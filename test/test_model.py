@@ -20,7 +20,7 @@ def small(head="patch", **kw):
 
 @pytest.mark.parametrize("head", ["patch", "global", "baseline"])
 def test_heads_shapes(head):
-    m = small(head).eval()  # batch norm (conv stem) in eval mode: encode() alone gives the same tokens
+    m = small(head, patch_pool="norm").eval()  # batch norm (conv stem) in eval mode: encode() alone gives the same tokens
     x = torch.randn(2, 3, 32, 32)
     out = m(x, x + 0.1)
     assert out.logits.shape == (2, 3) and out.delta.shape == (2, 16)
@@ -65,7 +65,7 @@ def test_scored_patch_pool_learns_which_patches_count(tmp_path):
     m2, _ = CausalDeltaModel.load(tmp_path / "scored")
     assert m2.config.patch_pool == "scored"
     torch.testing.assert_close(m(x, y).logits, m2(x, y).logits)
-    small("patch").save(tmp_path / "norm")
+    small("patch", patch_pool="norm").save(tmp_path / "norm")
     meta = json.loads((tmp_path / "norm" / "model.json").read_text())
     del meta["model_config"]["patch_pool"]
     (tmp_path / "norm" / "model.json").write_text(json.dumps(meta))

@@ -146,6 +146,7 @@ def test_synthetic_camera_to_verified_actions(harness_factory, shipped_model):
     starts = {e.event_id: e for e in camera.published_events if e.phase == "start"}
     ends = {e.event_id: e for e in camera.published_events if e.phase == "end"}
     correct = 0
+    offline_by_after = {}
     for eid in ids:
         r = h.result(eid)
         assert r["status"] == "ok", r
@@ -155,6 +156,7 @@ def test_synthetic_camera_to_verified_actions(harness_factory, shipped_model):
         assert r["after_stamp"] == {"sec": after // S, "nanosec": after % S}
         assert r["frame_id"] == "camera_optical_frame" and r["model"] == predictor.model_id
         offline = predictor.classify(rgb_by_stamp[before], rgb_by_stamp[after])
+        offline_by_after[(after // S, after % S)] = offline
         assert r["action"] == offline.action and r["confidence"] == pytest.approx(offline.confidence, abs=1e-3)
         assert r["expected_action"] == camera.commanded[eid]
         assert r["verified"] == (r["action"] == camera.commanded[eid])
@@ -172,7 +174,10 @@ def test_synthetic_camera_to_verified_actions(harness_factory, shipped_model):
     arr = conversions.delta_from_image_msg(d)
     meta_k = json.loads((shipped_model / "model.json").read_text())["top_k"]
     assert d.encoding == "32FC1" and arr.shape == (1 + meta_k, 256) and d.header.frame_id == "camera_optical_frame"
-    np.testing.assert_allclose(arr[0], arr[1:].mean(0), atol=1e-4)  # row 0 = mean of the Top-K rows
+    # row 0 = the aggregated delta, rows 1..K = the Top-K patch deltas, as the model computes them offline
+    offline = offline_by_after[(d.header.stamp.sec, d.header.stamp.nanosec)]
+    np.testing.assert_allclose(arr[0], offline.delta, atol=1e-3)
+    np.testing.assert_allclose(arr[1:], offline.topk_delta, atol=1e-3)
 
 
 def test_bad_inputs_get_a_status_and_the_node_keeps_serving(harness_factory, tiny_model):
