@@ -88,10 +88,11 @@ def run_benchmark(cfg: BenchmarkConfig, out: Path, progress: bool = True,
     k = 0
     for scenes in cfg.scenes:
         sc = SceneConfig(clutter=scenes == "cluttered")
+        train_sc = replace(sc, random_color_p=cfg.random_color_p)  # training pairs only
         for seed in cfg.seeds:
             data = {
-                "train": resize_pairs(generate_pairs("iid", cfg.train_pairs, replace(sc, random_color_p=cfg.random_color_p),
-                                                     seed=seed, none_fraction=cfg.none_fraction), pre),
+                "train": resize_pairs(generate_pairs("iid", cfg.train_pairs, train_sc, seed=seed,
+                                                     none_fraction=cfg.none_fraction), pre),
                 "val": resize_pairs(generate_pairs("val", cfg.val_pairs, sc, seed=seed), pre),
                 # fresh samples for the IID test: another seed stream than training
                 "iid": resize_pairs(generate_pairs("iid", cfg.test_pairs, sc, seed=seed + 1000), pre),

@@ -237,13 +237,13 @@ class CausalDeltaModel(nn.Module):
             score = deltas.norm(dim=-1)
             if self.scorer is not None:
                 score = score + self.scorer(deltas).squeeze(-1)
-            idx = score.topk(self.top_k, dim=1).indices  # B x K
+            kept = score.topk(self.top_k, dim=1)
+            idx = kept.indices  # B x K
             top = deltas.gather(1, idx.unsqueeze(-1).expand(-1, -1, deltas.shape[-1]))
             if self.scorer is None:
                 delta = top.mean(1)
             else:  # softmax weights over the K kept patches: the scorer's gradient path
-                w = score.gather(1, idx).softmax(1)
-                delta = (w.unsqueeze(-1) * top).sum(1)
+                delta = (kept.values.softmax(1).unsqueeze(-1) * top).sum(1)
             return DeltaOutput(self.classifier(delta), delta, top, idx, deltas)
         delta = after.glob - before.glob
         if head == "global":

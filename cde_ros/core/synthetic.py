@@ -343,8 +343,7 @@ def make_scene(obj_class: str, action: str, cfg: SceneConfig, rng: np.random.Gen
     target = ObjState(cls, 0.5, 0.5, scale * rng.uniform(0.9, 1.15),
                       tuple(int(c) for c in np.clip(np.array(cls.colors[rng.integers(len(cls.colors))]) +
                                                      rng.integers(-25, 26, 3), 0, 255)))
-    if cfg.random_color_p and rng.random() < cfg.random_color_p:
-        target.color = _random_color(rng)
+    _maybe_random_color(target, cfg, rng)
     # the failed action is one the object affords; its precondition holds, nothing happens
     pre_action = action if action != "none" else cls.actions[rng.integers(len(cls.actions))]
     placed: list[ObjState] = []
@@ -364,8 +363,7 @@ def make_scene(obj_class: str, action: str, cfg: SceneConfig, rng: np.random.Gen
             d = ObjState(dc, 0.5, 0.5, 0.7 * rng.uniform(0.85, 1.1), dc.colors[rng.integers(len(dc.colors))],
                          is_open=bool(rng.random() < 0.5), is_on=bool(rng.random() < 0.5),
                          fill=float(rng.uniform(0.2, 0.8)))
-            if cfg.random_color_p and rng.random() < cfg.random_color_p:
-                d.color = _random_color(rng)
+            _maybe_random_color(d, cfg, rng)
             if _place(keepout, d, rng):
                 keepout.append(d)
                 distractors.append(d)
@@ -393,8 +391,10 @@ def make_scene(obj_class: str, action: str, cfg: SceneConfig, rng: np.random.Gen
                  after_target=after_target, after_distractors=after_distractors)
 
 
-def _random_color(rng: np.random.Generator) -> tuple[int, int, int]:
-    return tuple(int(c) for c in rng.integers(30, 240, 3))
+def _maybe_random_color(o: ObjState, cfg: SceneConfig, rng: np.random.Generator) -> None:
+    """Repaint `o` a uniformly random colour with probability `cfg.random_color_p` (no draws at 0)."""
+    if cfg.random_color_p and rng.random() < cfg.random_color_p:
+        o.color = tuple(int(c) for c in rng.integers(30, 240, 3))
 
 
 def _arm_position(target: ObjState, rng) -> tuple[float, float]:
