@@ -54,6 +54,7 @@ class NodeRig:
         from std_msgs.msg import String
 
         from cde_ros.ros.perception_node import PerceptionNode, start
+        from cde_ros.ros.spin_thread import SpinThread
 
         self.ctx = rclpy.Context()
         rclpy.init(context=self.ctx)
@@ -79,8 +80,7 @@ class NodeRig:
         self.ex = MultiThreadedExecutor(num_threads=3, context=self.ctx)
         self.ex.add_node(self.node)
         self.ex.add_node(self.io)
-        self.thread = threading.Thread(target=self.ex.spin, daemon=True)
-        self.thread.start()
+        self.spinner = SpinThread(self.ex).start()
         while not (self.pub_img.get_subscription_count() and self.pub_ev.get_subscription_count()):
             time.sleep(0.05)
 
@@ -95,8 +95,8 @@ class NodeRig:
     def close(self):
         import rclpy
 
-        self.ex.shutdown()
-        self.thread.join(timeout=10)
+        if not self.spinner.stop():
+            raise RuntimeError("the executor thread did not stop within 10 s")
         self.node.trigger_shutdown()
         self.node.destroy_node()
         self.io.destroy_node()

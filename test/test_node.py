@@ -24,6 +24,7 @@ from cde_ros.core.inference import Predictor
 from cde_ros.ros import conversions
 from cde_ros.ros.demo import PlannerListener, SyntheticCamera
 from cde_ros.ros.perception_node import PerceptionNode, start
+from cde_ros.ros.spin_thread import SpinThread
 
 pytestmark = pytest.mark.ros
 RELIABLE = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
@@ -56,8 +57,7 @@ class Harness:
         self.executor.add_node(self.node)
         self.executor.add_node(self.io)
         self.started = start(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
+        self.spinner = SpinThread(self.executor).start()
         self._wait_matched()
 
     def _wait_matched(self, timeout: float = 10.0) -> None:
@@ -89,8 +89,7 @@ class Harness:
         return self.listener.results[eid]
 
     def close(self) -> None:
-        self.executor.shutdown()  # stop spinning first, so no wait set holds what shutdown destroys
-        self.thread.join(timeout=10)
+        assert self.spinner.stop(), "the executor thread did not stop within 10 s"
         if self.node._state_machine.current_state[1] in ("inactive", "active", "unconfigured"):
             self.node.trigger_shutdown()
         self.node.destroy_node()
@@ -338,6 +337,26 @@ def test_invalid_parameters_are_refused_with_the_reason(tiny_model):
             Parameter("model_dir", value=str(tiny_model)), Parameter("image_transport", value="carrier_pigeon")])
         assert not start(node)  # configure refuses it (and logs: image_transport='carrier_pigeon' is not one of ...)
         assert node._validate() == ["image_transport='carrier_pigeon' is not one of ('raw', 'compressed')"]
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=ctx)
+
+
+def test_spin_thread_runs_callbacks_and_stops_cleanly():
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    try:
+        node = Node("cde_spin_probe", context=ctx)
+        ticks = threading.Event()
+        node.create_timer(0.01, ticks.set)
+        spinner = SpinThread(MultiThreadedExecutor(num_threads=2, context=ctx))
+        spinner.executor.add_node(node)
+        spinner.start()
+        assert ticks.wait(5.0), "the timer never fired while spinning"
+        assert spinner.stop(timeout_s=5.0) and not spinner.running
+        ticks.clear()
+        time.sleep(0.1)
+        assert not ticks.is_set(), "callbacks still ran after stop()"
         node.destroy_node()
     finally:
         rclpy.shutdown(context=ctx)

@@ -25,6 +25,7 @@ from ..core.events import EventPhase
 from ..core.synthetic import SceneConfig, StreamConfig, stream
 from . import conversions
 from .perception_node import PerceptionNode, start
+from .spin_thread import SpinThread
 
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -153,8 +154,7 @@ def run_demo(args: argparse.Namespace) -> int:
     executor = MultiThreadedExecutor(num_threads=4)
     for n in (perception, camera, planner):
         executor.add_node(n)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    spinner = SpinThread(executor).start()
     time.sleep(1.0)  # discovery
     print(f"demo: {args.events} {args.scenes}-object manipulations from the '{args.split}' split, "
           f"camera at {args.rate:g} Hz x{args.realtime:g} speed, model "
@@ -163,8 +163,8 @@ def run_demo(args: argparse.Namespace) -> int:
     player.start()
     player.join()
     ok = listener.wait_for(camera.truth.keys(), timeout=30.0)
-    executor.shutdown()  # stop spinning first, so no wait set holds what shutdown destroys
-    spinner.join(timeout=10)
+    if not spinner.stop():
+        print("cde-ros demo: the executor thread did not stop within 10 s", file=sys.stderr)
     perception.trigger_shutdown()
     for n in (perception, camera, planner):
         n.destroy_node()
