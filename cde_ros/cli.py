@@ -152,7 +152,7 @@ def cmd_train_synthetic(args: argparse.Namespace) -> int:
     for scenes in args.scenes:
         sc = SceneConfig(clutter=scenes == "cluttered")
         _log(f"generating {args.pairs} {scenes} training pairs")
-        train_sc = replace(sc, random_color_p=args.random_color_p)
+        train_sc = replace(sc, random_color_p=args.random_color_p, random_shape_p=args.random_shape_p)
         parts.append(resize_pairs(generate_pairs("iid", args.pairs, train_sc, seed=args.seed,
                                                  none_fraction=args.none_fraction), pre))
         val_parts.append(resize_pairs(generate_pairs("val", max(100, args.pairs // 8), sc, seed=args.seed), pre))
@@ -161,7 +161,8 @@ def cmd_train_synthetic(args: argparse.Namespace) -> int:
                    log=_log, extra_meta={"data": {"synthetic": {"scenes": args.scenes, "pairs": args.pairs,
                                                                 "seed": args.seed,
                                                                 "none_fraction": args.none_fraction,
-                                                                "random_color_p": args.random_color_p}},
+                                                                "random_color_p": args.random_color_p,
+                                                                "random_shape_p": args.random_shape_p}},
                                          "pairing": asdict(cfg.pairing)})
     print(json.dumps({"model_dir": str(args.out), "model_id": result.model_id,
                       "metrics": result.history[-1] if result.history else {}}))
@@ -180,6 +181,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         cfg = replace(cfg, scenes=tuple(args.scenes))
     if args.random_color_p is not None:
         cfg = replace(cfg, random_color_p=args.random_color_p)
+    if args.random_shape_p is not None:
+        cfg = replace(cfg, random_shape_p=args.random_shape_p)
     if args.patch_pool:
         cfg = replace(cfg, model=replace(cfg.model, patch_pool=args.patch_pool))
     if args.evaluate_model:
@@ -257,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--random-color-p", type=float, default=0.0,
                     help="share of objects in the training pairs painted a random colour instead of their class "
                          "colours (validation pairs keep class colours)")
+    sp.add_argument("--random-shape-p", type=float, default=0.0,
+                    help="share of objects in the training pairs drawn with a random body outline instead of their "
+                         "class's (size and parts stay; validation pairs keep class outlines)")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--epochs", type=int)
     sp.add_argument("--device")
@@ -272,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--scenes", nargs="+", choices=["single", "cluttered"])
     sp.add_argument("--random-color-p", type=float,
                     help="share of objects in the training pairs painted a random colour (default 0)")
+    sp.add_argument("--random-shape-p", type=float,
+                    help="share of objects in the training pairs drawn with a random body outline (default 0)")
     sp.add_argument("--patch-pool", choices=["norm", "scored"],  # model.PATCH_POOLS (not imported: torch is slow)
                     help="how the patch-wise variants pool the Top-K patch deltas (default: ModelConfig's)")
     sp.add_argument("--evaluate-model", metavar="MODEL_DIR",

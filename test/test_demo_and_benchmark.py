@@ -20,12 +20,14 @@ def test_demo_runs_end_to_end_with_the_shipped_model(shipped_model):
 
 def test_quick_ood_benchmark_writes_table_and_figures(tmp_path):
     run_cli("benchmark", "--quick", "--out", str(tmp_path), "--variants", "baseline", "patch_full",
-            "--scenes", "cluttered", "--random-color-p", "0.5", "--patch-pool", "norm", "--quiet")
+            "--scenes", "cluttered", "--random-color-p", "0.5", "--random-shape-p", "0.25", "--patch-pool", "norm",
+            "--quiet")
     table = (tmp_path / "ood_table.md").read_text()
     assert "| cluttered | baseline |" in table and "| cluttered | patch_full |" in table
-    assert "50% of objects in random colours" in table and "Top-K 4 (norm pooling)" in table
+    assert "50% of objects in random colours, 25% with random outlines" in table and "Top-K 4 (norm pooling)" in table
     results = json.loads((tmp_path / "ood_results.json").read_text())
-    assert results["config"]["random_color_p"] == 0.5 and results["config"]["model"]["patch_pool"] == "norm"
+    assert results["config"]["random_color_p"] == 0.5 and results["config"]["random_shape_p"] == 0.25
+    assert results["config"]["model"]["patch_pool"] == "norm"
     rows = results["rows"]
     assert len(rows) == 2 and all(0 <= r["comp_accuracy"] <= 1 and 0 <= r["syst_accuracy"] <= 1 for r in rows)
     for kind in ("confusion", "delta_pca", "cosine"):

@@ -89,3 +89,29 @@ def test_random_colours_repaint_objects_only_when_asked():
     assert all(not sc.target.is_open and sc.after_target.is_open for sc in painted)
     with pytest.raises(ValueError, match="probability"):
         s.SceneConfig(random_color_p=1.5)
+
+
+def test_random_outlines_change_the_body_only_when_asked():
+    def scenes(p):
+        rng = np.random.default_rng(4)
+        cfg = s.SceneConfig(clutter=True, random_shape_p=p)
+        return [s.make_scene("lamp", "turn_on", cfg, rng) for _ in range(40)]
+
+    plain, reshaped = scenes(0.0), scenes(1.0)
+    assert {sc.target.cls.shape for sc in plain} == {"tri"}
+    assert all(d.cls is s.CLASS_BY_NAME[d.cls.name] for sc in plain for d in sc.distractors)
+    assert {sc.target.cls.shape for sc in reshaped} == set(s.BODY_SHAPES)
+    # outline only: size, parts and name stay the class's, and the light still turns on
+    for sc in reshaped:
+        t, c = sc.target, s.CLASS_BY_NAME["lamp"]
+        assert (t.cls.name, t.cls.size, t.cls.parts) == (c.name, c.size, c.parts)
+        assert not t.is_on and sc.after_target.is_on and sc.after_target.cls == t.cls
+    # the rendered views differ from the class outline's
+    rng = np.random.default_rng(0)
+    sc = next(sc for sc in reshaped if sc.target.cls.shape != "tri")
+    b, _ = s.render_pair(sc, s.SceneConfig(clutter=True), rng)
+    sc.target.cls = s.CLASS_BY_NAME["lamp"]
+    b2, _ = s.render_pair(sc, s.SceneConfig(clutter=True), np.random.default_rng(0))
+    assert np.abs(b.astype(int) - b2).max() > 100
+    with pytest.raises(ValueError, match="random_shape_p is a probability"):
+        s.SceneConfig(random_shape_p=-0.1)

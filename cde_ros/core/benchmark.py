@@ -49,6 +49,7 @@ class BenchmarkConfig:
     # training pairs only: share of objects painted a random colour (SceneConfig.random_color_p);
     # validation and test pairs keep the class colours
     random_color_p: float = 0.0
+    random_shape_p: float = 0.0  # the same for a random body outline (SceneConfig.random_shape_p)
     input_size: int = 64
     model: ModelConfig = field(default_factory=ModelConfig)
     batch_size: int = 64
@@ -88,7 +89,8 @@ def run_benchmark(cfg: BenchmarkConfig, out: Path, progress: bool = True,
     k = 0
     for scenes in cfg.scenes:
         sc = SceneConfig(clutter=scenes == "cluttered")
-        train_sc = replace(sc, random_color_p=cfg.random_color_p)  # training pairs only
+        train_sc = replace(sc, random_color_p=cfg.random_color_p,  # training pairs only
+                           random_shape_p=cfg.random_shape_p)
         for seed in cfg.seeds:
             data = {
                 "train": resize_pairs(generate_pairs("iid", cfg.train_pairs, train_sc, seed=seed,
@@ -172,7 +174,7 @@ def _write(cfg: BenchmarkConfig, rows: list[dict], out: Path, seconds: float) ->
         "# OOD benchmark (synthetic intervention scenes)",
         "",
         f"Train {cfg.train_pairs} pairs (`iid` split, {cfg.none_fraction:.0%} `none`, {cfg.random_color_p:.0%} of objects "
-        f"in random colours), {cfg.epochs} epochs, last epoch reported; test "
+        f"in random colours, {cfg.random_shape_p:.0%} with random outlines), {cfg.epochs} epochs, last epoch reported; test "
         f"{cfg.test_pairs} pairs per split; seeds {list(cfg.seeds)}; input {cfg.input_size} px; backbone "
         f"`{cfg.model.backbone}` {cfg.model.backbone_kwargs} from scratch, patch stem `{cfg.model.patch_stem}`, "
         f"Top-K {cfg.model.top_k} ({cfg.model.patch_pool} pooling); batch {cfg.batch_size}, lr {cfg.lr}. Mean ± std over seeds.",

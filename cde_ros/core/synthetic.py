@@ -11,8 +11,10 @@ Nuisances between the two views: a lighting change (gain and tint), a small came
 noise, and in cluttered scenes distractor changes unrelated to any action (colour, size, jitter)
 plus a robot-arm-like occluder that moves between the views.
 
-For training data, objects can be painted random colours (`SceneConfig.random_color_p`, domain
-randomisation); test splits keep every class's own colours.
+For training data, objects can be painted random colours (`SceneConfig.random_color_p`) and
+drawn with a random body outline (`SceneConfig.random_shape_p`): domain randomisation. Test splits
+keep every class's own colours and outline; a class's parts (lid, light, tank) and size are never
+randomised, so a held-out class's mix of parts is still never seen in training.
 
 Splits (deterministic): `iid` (training combinations), `val` (training combinations, other
 samples), `comp` (held-out object-action combinations; every action and class still seen in
@@ -40,7 +42,7 @@ _PART_ACTIONS = {"lid": ("open", "close"), "light": ("turn_on", "turn_off"),
 @dataclass(frozen=True)
 class ObjectClass:
     name: str
-    shape: str  # rect | round | tall | wide | tri | ellipse
+    shape: str  # rect | round | tall | wide | tri | ellipse (rect, tall and wide all draw a box)
     size: tuple[float, float]  # width, height as a fraction of the image
     colors: tuple[tuple[int, int, int], ...]
     parts: frozenset[str]
@@ -71,6 +73,8 @@ OBJECT_CLASSES: tuple[ObjectClass, ...] = (
     _cls("fan", "round", (0.24, 0.24), [(80, 140, 220), (240, 240, 240)], "light", "movable"),
 )
 CLASS_BY_NAME = {c.name: c for c in OBJECT_CLASSES}
+# the distinct outlines _draw_object draws (rect, tall and wide are all boxes of the class's size)
+BODY_SHAPES: tuple[str, ...] = ("rect", "round", "ellipse", "tri")
 
 # Held-out object classes for the systematic split: each has a different mix of parts, and every
 # action keeps at least three training classes.
@@ -312,10 +316,15 @@ class SceneConfig:
     # tells nothing about the class, so a model has to read the change itself. Test splits keep
     # 0 (class colours), so held-out classes still look as they are defined.
     random_color_p: float = 0.0
+    # Probability that an object is drawn with a random body outline (BODY_SHAPES) instead of its
+    # class's; size and parts stay the class's. Domain randomisation for training data, like
+    # random_color_p: outline then tells nothing about which parts can change.
+    random_shape_p: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.random_color_p <= 1.0:
-            raise ValueError(f"random_color_p is a probability, got {self.random_color_p}")
+        for name in ("random_color_p", "random_shape_p"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} is a probability, got {getattr(self, name)}")
 
 
 def _place(objs: list[ObjState], o: ObjState, rng, tries=30) -> bool:
@@ -343,7 +352,7 @@ def make_scene(obj_class: str, action: str, cfg: SceneConfig, rng: np.random.Gen
     target = ObjState(cls, 0.5, 0.5, scale * rng.uniform(0.9, 1.15),
                       tuple(int(c) for c in np.clip(np.array(cls.colors[rng.integers(len(cls.colors))]) +
                                                      rng.integers(-25, 26, 3), 0, 255)))
-    _maybe_random_color(target, cfg, rng)
+    _maybe_randomise(target, cfg, rng)
     # the failed action is one the object affords; its precondition holds, nothing happens
     pre_action = action if action != "none" else cls.actions[rng.integers(len(cls.actions))]
     placed: list[ObjState] = []
@@ -363,7 +372,7 @@ def make_scene(obj_class: str, action: str, cfg: SceneConfig, rng: np.random.Gen
             d = ObjState(dc, 0.5, 0.5, 0.7 * rng.uniform(0.85, 1.1), dc.colors[rng.integers(len(dc.colors))],
                          is_open=bool(rng.random() < 0.5), is_on=bool(rng.random() < 0.5),
                          fill=float(rng.uniform(0.2, 0.8)))
-            _maybe_random_color(d, cfg, rng)
+            _maybe_randomise(d, cfg, rng)
             if _place(keepout, d, rng):
                 keepout.append(d)
                 distractors.append(d)
@@ -391,10 +400,14 @@ def make_scene(obj_class: str, action: str, cfg: SceneConfig, rng: np.random.Gen
                  after_target=after_target, after_distractors=after_distractors)
 
 
-def _maybe_random_color(o: ObjState, cfg: SceneConfig, rng: np.random.Generator) -> None:
-    """Repaint `o` a uniformly random colour with probability `cfg.random_color_p` (no draws at 0)."""
+def _maybe_randomise(o: ObjState, cfg: SceneConfig, rng: np.random.Generator) -> None:
+    """Repaint `o` a uniformly random colour with probability `cfg.random_color_p`, and give it a
+    random body outline with probability `cfg.random_shape_p`. A probability of 0 draws no random
+    numbers, so data made without randomisation does not change when an option is added."""
     if cfg.random_color_p and rng.random() < cfg.random_color_p:
         o.color = tuple(int(c) for c in rng.integers(30, 240, 3))
+    if cfg.random_shape_p and rng.random() < cfg.random_shape_p:
+        o.cls = dataclasses.replace(o.cls, shape=BODY_SHAPES[rng.integers(len(BODY_SHAPES))])
 
 
 def _arm_position(target: ObjState, rng) -> tuple[float, float]:
