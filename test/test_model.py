@@ -156,6 +156,8 @@ def test_save_load_round_trip_is_exact_and_pickle_free(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(m(x, x * 0.5).logits, m2(x, x * 0.5).logits)
     assert m2.save(tmp_path / "again") == model_id  # the id is a hash of the weights
+    for name in ("model.safetensors", "model.json"):  # readable by others: models get installed and shared
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
 
 
 def test_load_errors_are_clear(tmp_path):

@@ -269,6 +269,7 @@ class CausalDeltaModel(nn.Module):
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
         tmp_w = _tmp_path(out, WEIGHTS_FILE)
         save_file(state, str(tmp_w), metadata={"format": "pt"})
+        os.chmod(tmp_w, 0o644)  # save_file writes a new file (0600), not into the one _tmp_path made
         model_id = _file_hash(tmp_w)
         config = asdict(self.config)
         meta = {
