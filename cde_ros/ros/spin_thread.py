@@ -1,16 +1,19 @@
 """Spin an rclpy executor in a background thread and stop it cleanly.
 
-`Executor.shutdown()` destroys the executor's guard condition without waiting for a `spin()` that
-another thread is running: that thread may still be inside a wait set holding the guard, and
-then dies with `InvalidHandle: cannot use Destroyable because destruction was requested`
-(ros2/rclpy#1355; seen with the Kilted wheels at test teardown). `SpinThread` avoids the race by
-ordering the steps: the thread spins with `spin_once` in a loop, `stop()` ends the loop and joins
-the thread, and only then calls `executor.shutdown()`, which also waits for the callbacks a
-`MultiThreadedExecutor` still has running.
+`Executor.shutdown()` destroys the executor's guard condition without waiting for the thread
+that spins (ros2/rclpy#968, still open; in the Kilted wheels the wait on running work is skipped
+because `_is_shutdown` is set just before it is tested). Two things can then touch the destroyed
+guard and fail with `InvalidHandle: cannot use Destroyable because destruction was requested`:
+a `spin()` inside a wait set, and, with a `MultiThreadedExecutor`, handlers still queued in its
+thread pool (they trigger the guard when they finish; the error then shows up as "The following
+exception was never retrieved"). `SpinThread` orders the steps instead: the thread spins with
+`spin_once` in a loop; `stop()` ends the loop, joins the thread, waits for the handlers already
+handed to the pool, and only then calls `executor.shutdown()`.
 """
 from __future__ import annotations
 
 import threading
+import time
 
 from rclpy.executors import Executor
 
@@ -41,13 +44,24 @@ class SpinThread:
         return self._thread.is_alive()
 
     def stop(self, timeout_s: float = 10.0) -> bool:
-        """End the loop, join the thread, then shut the executor down (waiting for running
-        callbacks). Returns False, leaving the executor up, when the thread did not end within
+        """End the loop, join the thread, wait for the handlers already handed out, then shut the
+        executor down. Returns False, leaving the executor up, when that took longer than
         `timeout_s` (a callback that blocks): shutting down under it would be the race above."""
+        deadline = time.monotonic() + timeout_s
         self._stop.set()
         if self._thread.is_alive():
             self.executor.wake()  # end a spin_once that is waiting
             self._thread.join(timeout_s)
-        if self._thread.is_alive():
+        if self._thread.is_alive() or not self._handlers_done(deadline):
             return False
-        return self.executor.shutdown(timeout_sec=timeout_s)
+        return self.executor.shutdown(timeout_sec=max(0.0, deadline - time.monotonic()))
+
+    def _handlers_done(self, deadline: float) -> bool:
+        # A MultiThreadedExecutor keeps the handler tasks it gave its thread pool in `_futures`
+        # (private, no public accessor); a SingleThreadedExecutor runs them inside spin_once.
+        for task in list(getattr(self.executor, "_futures", ())):
+            while not task.done():
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.002)
+        return True
