@@ -386,7 +386,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if "latency" in sections:
-            results["latency"] = bench_latency({"shipped (ViT 64 px)": shipped_model_dir(),
+            shipped_px = json.loads((shipped_model_dir() / "model.json").read_text())["input_size"]
+            results["latency"] = bench_latency({f"shipped (ViT {shipped_px} px)": shipped_model_dir(),
                                                 "ViT-S/16 224 px": make_vit_s16(tmp / "vit_s16")},
                                                args.latency_events)
         if "ingest" in sections:

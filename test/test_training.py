@@ -65,6 +65,7 @@ def test_yaml_config_is_read_and_checked(tmp_path):
     from pathlib import Path
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "config" / "train.yaml")
+    assert cfg == load_config(None), "config/train.yaml says it shows the built-in defaults; they differ"
     assert cfg.model.head == "patch" and cfg.training.loss.alpha_contrast == 2.0
     assert cfg.training.loss.alpha_sparsity == 1.0 and cfg.model.embed_dim == 256
     bad = tmp_path / "bad.yaml"

@@ -58,8 +58,9 @@ class ModelConfig:
 
     backbone: str = "vit_tiny_patch16_224"
     # keyword arguments for timm.create_model (img_size, patch_size, embed_dim, depth, ...)
+    # (the default: with a 128 px input, 16 px patches -> 64 tokens; see config/train.yaml)
     backbone_kwargs: dict[str, Any] = field(default_factory=lambda: {
-        "patch_size": 8, "embed_dim": 128, "depth": 4, "num_heads": 4, "mlp_ratio": 2.0})
+        "patch_size": 16, "embed_dim": 128, "depth": 4, "num_heads": 4, "mlp_ratio": 2.0})
     # a local checkpoint (.safetensors, .pth, .bin) for the backbone, loaded through timm's
     # pretrained mechanism (pretrained_cfg_overlay=dict(file=...)); empty: random init
     pretrained_file: str = ""

@@ -18,7 +18,7 @@ class Preprocessing:
     The whole frame is resized (no crop: the manipulated object may be anywhere) to
     `input_size` x `input_size` with area interpolation, scaled to [0, 1] and normalised."""
 
-    input_size: int = 64
+    input_size: int = 128
     mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)
     std: tuple[float, float, float] = field(default=IMAGENET_STD)
 
