@@ -373,6 +373,7 @@ def main() -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")
     import torch
 
+    from cde_ros.core.model import read_meta
     from cde_ros.core.paths import shipped_model_dir
 
     sections = args.only or ["latency", "ingest", "pairing", "training", "soak"]
@@ -386,7 +387,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if "latency" in sections:
-            shipped_px = json.loads((shipped_model_dir() / "model.json").read_text())["input_size"]
+            shipped_px = read_meta(shipped_model_dir())["input_size"]
             results["latency"] = bench_latency({f"shipped (ViT {shipped_px} px)": shipped_model_dir(),
                                                 "ViT-S/16 224 px": make_vit_s16(tmp / "vit_s16")},
                                                args.latency_events)
