@@ -52,3 +52,13 @@ def test_benchmark_evaluates_an_existing_model_on_the_same_splits(tmp_path, tiny
     text = (tmp_path / f"ood_model_{tiny_model.name}.md").read_text()
     model_id = json.loads((tiny_model / "model.json").read_text())["model_id"]
     assert model_id in text and "| single |" in text and "| cluttered |" in text
+    assert "| cluttered | syst | " in text and "- cluttered: " in text  # per-action and per-object tables
+    rows = json.loads((tmp_path / f"ood_model_{tiny_model.name}.json").read_text())["rows"]
+    assert len(rows) == 2 and {r["scenes"] for r in rows} == {"single", "cluttered"}
+    for r in rows:
+        assert 0 <= r["comp_accuracy"] <= 1 and set(r["syst_per_class"]) <= set(json.loads(
+            (tiny_model / "model.json").read_text())["labels"])
+        assert r["syst_per_object"] and all(0 <= v <= 1 for v in r["syst_per_object"].values())
+    for kind in ("confusion", "delta_pca", "cosine"):
+        for scenes in ("single", "cluttered"):
+            assert (tmp_path / f"{kind}_model_{tiny_model.name}_{scenes}_syst.png").stat().st_size > 5000

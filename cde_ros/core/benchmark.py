@@ -120,18 +120,29 @@ def run_benchmark(cfg: BenchmarkConfig, out: Path, progress: bool = True,
                     row.update(_split_columns(split, m))
                     row[f"{split}_per_class"] = m["per_class"]
                     if seed == cfg.seeds[0] and split == "comp" and variant in ("patch_full", "baseline"):
-                        tag = f"{scenes}_{variant}_{split}"
-                        plot_confusion(m, out / f"confusion_{tag}.png", f"{variant}, {scenes}, {split}: "
-                                       f"accuracy {m['accuracy']:.2f}")
-                        plot_delta_projection(m["deltas"], data[split].actions, out / f"delta_pca_{tag}.png",
-                                              f"delta embeddings, {variant}, {scenes}, {split} (PCA)")
-                        plot_cosine_matrix(m["deltas"], data[split].actions, list(ACTIONS),
-                                           out / f"cosine_{tag}.png", f"cosine of class-mean deltas, {variant}, {scenes}")
+                        _plot_split(m, data[split], list(ACTIONS), out, f"{scenes}_{variant}_{split}",
+                                    f"{variant}, {scenes}, {split}")
                 log("    " + ", ".join(f"{s} {row[f'{s}_accuracy']:.3f}" for s in ("iid", "comp", "syst")) +
                     f", none recall (comp) {row['comp_none_recall']:.3f}, {res.seconds:.0f} s")
                 rows.append(row)
                 _write(cfg, rows, out, time.perf_counter() - t_start)
     return {"rows": rows}
+
+
+def _per_object_accuracy(pairs, predictions: list[str]) -> dict[str, float]:
+    """Share of correct predictions per manipulated object class (`none` pairs included)."""
+    hits: dict[str, list[bool]] = {}
+    for obj, true, pred in zip(pairs.objects, pairs.actions, predictions):
+        hits.setdefault(obj or "?", []).append(true == pred)
+    return {o: float(np.mean(h)) for o, h in sorted(hits.items())}
+
+
+def _plot_split(m: dict, pairs, labels: list[str], out: Path, tag: str, what: str) -> None:
+    """The three figures of one evaluated split (`m` from `evaluate_pairs(..., keep_deltas=True)`):
+    `confusion_<tag>.png`, `delta_pca_<tag>.png`, `cosine_<tag>.png`."""
+    plot_confusion(m, out / f"confusion_{tag}.png", f"{what}: accuracy {m['accuracy']:.2f}")
+    plot_delta_projection(m["deltas"], pairs.actions, out / f"delta_pca_{tag}.png", f"delta embeddings, {what} (PCA)")
+    plot_cosine_matrix(m["deltas"], pairs.actions, labels, out / f"cosine_{tag}.png", f"cosine of class-mean deltas, {what}")
 
 
 def evaluate_model(model_dir: Path, cfg: BenchmarkConfig, out: Path, log: Callable[[str], None] = print) -> list[dict]:
@@ -141,14 +152,22 @@ def evaluate_model(model_dir: Path, cfg: BenchmarkConfig, out: Path, log: Callab
 
     model, meta = CausalDeltaModel.load(model_dir)
     pre = model.preprocessing
+    name = Path(model_dir).name
+    out.mkdir(parents=True, exist_ok=True)
     rows = []
     for scenes in cfg.scenes:
         sc = SceneConfig(clutter=scenes == "cluttered")
         for seed in cfg.seeds:
             row = {"scenes": scenes, "seed": seed, "variant": f"model {meta['model_id']}"}
             for split, split_seed in (("iid", seed + 1000), ("comp", seed), ("syst", seed)):
-                m = evaluate_pairs(model, resize_pairs(generate_pairs(split, cfg.test_pairs, sc, seed=split_seed), pre))
+                pairs = resize_pairs(generate_pairs(split, cfg.test_pairs, sc, seed=split_seed), pre)
+                m = evaluate_pairs(model, pairs, keep_deltas=True)
                 row.update(_split_columns(split, m))
+                row[f"{split}_per_class"] = m["per_class"]
+                row[f"{split}_per_object"] = _per_object_accuracy(pairs, m["predictions"])
+                if seed == cfg.seeds[0] and split in ("comp", "syst"):
+                    _plot_split(m, pairs, list(model.labels), out, f"model_{name}_{scenes}_{split}",
+                                f"model {meta['model_id'][:8]}, {scenes}, {split}")
             log(f"{scenes} seed {seed}: " + ", ".join(f"{s} {row[f'{s}_accuracy']:.3f}" for s in ("iid", "comp", "syst")))
             rows.append(row)
     training = meta.get("training", {})
@@ -164,8 +183,31 @@ def evaluate_model(model_dir: Path, cfg: BenchmarkConfig, out: Path, log: Callab
         lines.append(f"| {scenes} | {col('iid_accuracy')} | {col('comp_accuracy')} | {col('syst_accuracy')} | "
                      f"{col('comp_none_recall')} / {col('syst_none_recall')} | {col('comp_opposite_error_rate')} | "
                      f"{col('comp_opposite_cosine')} |")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"ood_model_{Path(model_dir).name}.md").write_text("\n".join(lines) + "\n")
+    labels = list(model.labels)
+    lines += ["", "Recall per action (mean over seeds; – where the split has no pair of that action):", "",
+              "| scenes | split | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
+    for scenes in cfg.scenes:
+        for split in ("iid", "comp", "syst"):
+            rs = [r for r in rows if r["scenes"] == scenes]
+            cells = []
+            for a in labels:
+                v = [r[f"{split}_per_class"].get(a, float("nan")) for r in rs]
+                v = [x for x in v if x == x]
+                cells.append(f"{np.mean(v):.2f}" if v else "–")
+            lines.append(f"| {scenes} | {split} | " + " | ".join(cells) + " |")
+    lines += ["", "Accuracy per manipulated object class on the systematic split (classes never seen in training; "
+              "mean over seeds):", ""]
+    for scenes in cfg.scenes:
+        per_obj: dict[str, list[float]] = {}
+        for r in (r for r in rows if r["scenes"] == scenes):
+            for o, acc in r["syst_per_object"].items():
+                per_obj.setdefault(o, []).append(acc)
+        lines.append(f"- {scenes}: " + ", ".join(f"{o} {np.mean(v):.2f}" for o, v in sorted(per_obj.items())))
+    lines += ["", f"Figures (first seed): `confusion_`, `delta_pca_`, `cosine_model_{name}_<scenes>_<comp|syst>.png`.", ""]
+    (out / f"ood_model_{name}.md").write_text("\n".join(lines))
+    (out / f"ood_model_{name}.json").write_text(json.dumps({"model_id": meta["model_id"], "model_dir": str(model_dir),
+                                                             "seeds": list(cfg.seeds), "test_pairs": cfg.test_pairs,
+                                                             "rows": rows}, indent=1) + "\n")
     return rows
 
 
