@@ -257,12 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--scenes", nargs="+", choices=["single", "cluttered"], default=["single", "cluttered"])
     sp.add_argument("--pairs", type=int, default=4000, help="training pairs per scene type")
     sp.add_argument("--none-fraction", type=float, default=0.25, help="share of `none` (failed action) pairs")
-    sp.add_argument("--random-color-p", type=float, default=0.0,
+    sp.add_argument("--random-color-p", type=float, default=0.5,
                     help="share of objects in the training pairs painted a random colour instead of their class "
-                         "colours (validation pairs keep class colours)")
-    sp.add_argument("--random-shape-p", type=float, default=0.0,
+                         "colours (validation pairs keep class colours; default 0.5, the shipped model's)")
+    sp.add_argument("--random-shape-p", type=float, default=0.5,
                     help="share of objects in the training pairs drawn with a random body outline instead of their "
-                         "class's (size and parts stay; validation pairs keep class outlines)")
+                         "class's (size and parts stay; validation pairs keep class outlines; default 0.5, the "
+                         "shipped model's)")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--epochs", type=int)
     sp.add_argument("--device")
@@ -277,9 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--variants", nargs="+")
     sp.add_argument("--scenes", nargs="+", choices=["single", "cluttered"])
     sp.add_argument("--random-color-p", type=float,
-                    help="share of objects in the training pairs painted a random colour (default 0)")
+                    help="share of objects in the training pairs painted a random colour (default 0.5)")
     sp.add_argument("--random-shape-p", type=float,
-                    help="share of objects in the training pairs drawn with a random body outline (default 0)")
+                    help="share of objects in the training pairs drawn with a random body outline (default 0.5)")
     sp.add_argument("--patch-pool", choices=["norm", "scored"],  # model.PATCH_POOLS (not imported: torch is slow)
                     help="how the patch-wise variants pool the Top-K patch deltas (default: ModelConfig's)")
     sp.add_argument("--evaluate-model", metavar="MODEL_DIR",
