@@ -12,6 +12,7 @@ import torch
 from .actions import OPPOSITE
 from .dataset import PairSet
 
+
 @torch.inference_mode()
 def predict_pairs(model, pairs: PairSet, device: torch.device | str = "cpu", batch_size: int = 256,
                   ) -> tuple[np.ndarray, np.ndarray]:
