@@ -48,7 +48,6 @@ class BenchmarkConfig:
     none_fraction: float = 0.25  # share of `none` (failed action) pairs in training
     # training pairs only: share of objects painted a random colour (SceneConfig.random_color_p);
     # validation and test pairs keep the class colours. 0.5 and 0.5: the shipped model's recipe
-    # (ood_table_random_colours.md and ood_table_shapes.md were the first runs with them)
     random_color_p: float = 0.5
     random_shape_p: float = 0.5  # the same for a random body outline (SceneConfig.random_shape_p)
     # the table's small budget: the default backbone at 64 px input with 8 px patches (the same 64
@@ -148,7 +147,9 @@ def _plot_split(m: dict, pairs, labels: list[str], out: Path, tag: str, what: st
 
 def evaluate_model(model_dir: Path, cfg: BenchmarkConfig, out: Path, log: Callable[[str], None] = print) -> list[dict]:
     """Evaluate an already trained model (e.g. the shipped one) on the benchmark's test splits
-    (same seeds and sizes as the trained variants) and write `ood_model_<name>.md`."""
+    (same seeds and sizes as the trained variants). Writes `ood_model_<name>.md` (accuracy, recall
+    per action and per held-out object class), `ood_model_<name>.json` (every row) and the first
+    seed's figures of the comp and syst splits; <name> is the model directory's name."""
     from .model import CausalDeltaModel
 
     model, meta = CausalDeltaModel.load(model_dir)
@@ -188,8 +189,8 @@ def evaluate_model(model_dir: Path, cfg: BenchmarkConfig, out: Path, log: Callab
     lines += ["", "Recall per action (mean over seeds; – where the split has no pair of that action):", "",
               "| scenes | split | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
     for scenes in cfg.scenes:
+        rs = [r for r in rows if r["scenes"] == scenes]
         for split in ("iid", "comp", "syst"):
-            rs = [r for r in rows if r["scenes"] == scenes]
             cells = []
             for a in labels:
                 v = [r[f"{split}_per_class"].get(a, float("nan")) for r in rs]
@@ -200,7 +201,7 @@ def evaluate_model(model_dir: Path, cfg: BenchmarkConfig, out: Path, log: Callab
               "mean over seeds):", ""]
     for scenes in cfg.scenes:
         per_obj: dict[str, list[float]] = {}
-        for r in (r for r in rows if r["scenes"] == scenes):
+        for r in [r for r in rows if r["scenes"] == scenes]:
             for o, acc in r["syst_per_object"].items():
                 per_obj.setdefault(o, []).append(acc)
         lines.append(f"- {scenes}: " + ", ".join(f"{o} {np.mean(v):.2f}" for o, v in sorted(per_obj.items())))
