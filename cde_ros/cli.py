@@ -142,17 +142,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_train_synthetic(args: argparse.Namespace) -> int:
     """Train on synthetic pairs (this is how the shipped model is made)."""
-    from .core.synthetic import ACTIONS, SceneConfig, generate_pairs
+    from .core.synthetic import ACTIONS, TRAIN_RANDOM_COLOR_P, TRAIN_RANDOM_SHAPE_P, SceneConfig, generate_pairs
     from .core.dataset import PairSet
     from .core.training import resize_pairs, train
 
     cfg = _config(args)
     pre = cfg.preprocessing
+    color_p = TRAIN_RANDOM_COLOR_P if args.random_color_p is None else args.random_color_p
+    shape_p = TRAIN_RANDOM_SHAPE_P if args.random_shape_p is None else args.random_shape_p
     parts, val_parts = [], []
     for scenes in args.scenes:
         sc = SceneConfig(clutter=scenes == "cluttered")
         _log(f"generating {args.pairs} {scenes} training pairs")
-        train_sc = replace(sc, random_color_p=args.random_color_p, random_shape_p=args.random_shape_p)
+        train_sc = replace(sc, random_color_p=color_p, random_shape_p=shape_p)
         parts.append(resize_pairs(generate_pairs("iid", args.pairs, train_sc, seed=args.seed,
                                                  none_fraction=args.none_fraction), pre))
         val_parts.append(resize_pairs(generate_pairs("val", max(100, args.pairs // 8), sc, seed=args.seed), pre))
@@ -161,8 +163,8 @@ def cmd_train_synthetic(args: argparse.Namespace) -> int:
                    log=_log, extra_meta={"data": {"synthetic": {"scenes": args.scenes, "pairs": args.pairs,
                                                                 "seed": args.seed,
                                                                 "none_fraction": args.none_fraction,
-                                                                "random_color_p": args.random_color_p,
-                                                                "random_shape_p": args.random_shape_p}},
+                                                                "random_color_p": color_p,
+                                                                "random_shape_p": shape_p}},
                                          "pairing": asdict(cfg.pairing)})
     print(json.dumps({"model_dir": str(args.out), "model_id": result.model_id,
                       "metrics": result.history[-1] if result.history else {}}))
@@ -203,6 +205,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------ parser
+
+def _add_randomisation_args(sp: argparse.ArgumentParser) -> None:
+    """--random-color-p / --random-shape-p of train-synthetic and benchmark. Left out (None): the
+    shipped model's recipe, synthetic.TRAIN_RANDOM_COLOR_P / TRAIN_RANDOM_SHAPE_P (not imported
+    here: the parser stays light)."""
+    sp.add_argument("--random-color-p", type=float,
+                    help="share of objects in the training pairs painted a random colour instead of their class "
+                         "colours (default 0.5, the shipped model's; validation and test pairs keep class colours)")
+    sp.add_argument("--random-shape-p", type=float,
+                    help="share of objects in the training pairs drawn with a random body outline instead of their "
+                         "class's (size and parts stay; default 0.5, the shipped model's; validation and test pairs "
+                         "keep class outlines)")
+
 
 def build_parser() -> argparse.ArgumentParser:
     from .core.bags import DEFAULT_EVENT_TOPIC, DEFAULT_IMAGE_TOPIC
@@ -257,13 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--scenes", nargs="+", choices=["single", "cluttered"], default=["single", "cluttered"])
     sp.add_argument("--pairs", type=int, default=4000, help="training pairs per scene type")
     sp.add_argument("--none-fraction", type=float, default=0.25, help="share of `none` (failed action) pairs")
-    sp.add_argument("--random-color-p", type=float, default=0.5,
-                    help="share of objects in the training pairs painted a random colour instead of their class "
-                         "colours (validation pairs keep class colours; default 0.5, the shipped model's)")
-    sp.add_argument("--random-shape-p", type=float, default=0.5,
-                    help="share of objects in the training pairs drawn with a random body outline instead of their "
-                         "class's (size and parts stay; validation pairs keep class outlines; default 0.5, the "
-                         "shipped model's)")
+    _add_randomisation_args(sp)
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--epochs", type=int)
     sp.add_argument("--device")
@@ -277,10 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seeds", type=int, help="number of seeds")
     sp.add_argument("--variants", nargs="+")
     sp.add_argument("--scenes", nargs="+", choices=["single", "cluttered"])
-    sp.add_argument("--random-color-p", type=float,
-                    help="share of objects in the training pairs painted a random colour (default 0.5)")
-    sp.add_argument("--random-shape-p", type=float,
-                    help="share of objects in the training pairs drawn with a random body outline (default 0.5)")
+    _add_randomisation_args(sp)
     sp.add_argument("--patch-pool", choices=["norm", "scored"],  # model.PATCH_POOLS (not imported: torch is slow)
                     help="how the patch-wise variants pool the Top-K patch deltas (default: ModelConfig's)")
     sp.add_argument("--evaluate-model", metavar="MODEL_DIR",

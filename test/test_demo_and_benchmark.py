@@ -55,9 +55,9 @@ def test_benchmark_evaluates_an_existing_model_on_the_same_splits(tmp_path, tiny
     assert "| cluttered | syst | " in text and "- cluttered: " in text  # per-action and per-object tables
     rows = json.loads((tmp_path / f"ood_model_{tiny_model.name}.json").read_text())["rows"]
     assert len(rows) == 2 and {r["scenes"] for r in rows} == {"single", "cluttered"}
+    labels = set(json.loads((tiny_model / "model.json").read_text())["labels"])
     for r in rows:
-        assert 0 <= r["comp_accuracy"] <= 1 and set(r["syst_per_class"]) <= set(json.loads(
-            (tiny_model / "model.json").read_text())["labels"])
+        assert 0 <= r["comp_accuracy"] <= 1 and set(r["syst_per_class"]) <= labels
         assert r["syst_per_object"] and all(0 <= v <= 1 for v in r["syst_per_object"].values())
     for kind in ("confusion", "delta_pca", "cosine"):
         for scenes in ("single", "cluttered"):

@@ -22,7 +22,7 @@ from .evaluation import evaluate_pairs, plot_confusion, plot_cosine_matrix, plot
 from .losses import LossWeights
 from .model import ModelConfig
 from .preprocess import Preprocessing
-from .synthetic import SceneConfig, generate_pairs
+from .synthetic import TRAIN_RANDOM_COLOR_P, TRAIN_RANDOM_SHAPE_P, SceneConfig, generate_pairs
 from .training import TrainConfig, resize_pairs, train
 
 # name -> (head, alpha_contrast, alpha_sparsity)
@@ -47,9 +47,9 @@ class BenchmarkConfig:
     epochs: int = 6
     none_fraction: float = 0.25  # share of `none` (failed action) pairs in training
     # training pairs only: share of objects painted a random colour (SceneConfig.random_color_p);
-    # validation and test pairs keep the class colours. 0.5 and 0.5: the shipped model's recipe
-    random_color_p: float = 0.5
-    random_shape_p: float = 0.5  # the same for a random body outline (SceneConfig.random_shape_p)
+    # validation and test pairs keep the class colours. Default: the shipped model's recipe
+    random_color_p: float = TRAIN_RANDOM_COLOR_P
+    random_shape_p: float = TRAIN_RANDOM_SHAPE_P  # the same for a random body outline (SceneConfig.random_shape_p)
     # the table's small budget: the default backbone at 64 px input with 8 px patches (the same 64
     # tokens as the shipped model's 128 px / 16 px, with a quarter of the pixels in the stem)
     input_size: int = 64
@@ -142,7 +142,8 @@ def _plot_split(m: dict, pairs, labels: list[str], out: Path, tag: str, what: st
     `confusion_<tag>.png`, `delta_pca_<tag>.png`, `cosine_<tag>.png`."""
     plot_confusion(m, out / f"confusion_{tag}.png", f"{what}: accuracy {m['accuracy']:.2f}")
     plot_delta_projection(m["deltas"], pairs.actions, out / f"delta_pca_{tag}.png", f"delta embeddings, {what} (PCA)")
-    plot_cosine_matrix(m["deltas"], pairs.actions, labels, out / f"cosine_{tag}.png", f"cosine of class-mean deltas, {what}")
+    plot_cosine_matrix(m["deltas"], pairs.actions, labels, out / f"cosine_{tag}.png",
+                       f"cosine of class-mean deltas, {what}")
 
 
 def evaluate_model(model_dir: Path, cfg: BenchmarkConfig, out: Path, log: Callable[[str], None] = print) -> list[dict]:
@@ -201,11 +202,12 @@ def evaluate_model(model_dir: Path, cfg: BenchmarkConfig, out: Path, log: Callab
               "mean over seeds):", ""]
     for scenes in cfg.scenes:
         per_obj: dict[str, list[float]] = {}
-        for r in [r for r in rows if r["scenes"] == scenes]:
+        for r in (r for r in rows if r["scenes"] == scenes):
             for o, acc in r["syst_per_object"].items():
                 per_obj.setdefault(o, []).append(acc)
         lines.append(f"- {scenes}: " + ", ".join(f"{o} {np.mean(v):.2f}" for o, v in sorted(per_obj.items())))
-    lines += ["", f"Figures (first seed): `confusion_`, `delta_pca_`, `cosine_model_{name}_<scenes>_<comp|syst>.png`.", ""]
+    lines += ["", f"Figures (first seed): `confusion_`, `delta_pca_`, `cosine_model_{name}_<scenes>_<comp|syst>.png`.",
+              ""]
     (out / f"ood_model_{name}.md").write_text("\n".join(lines))
     (out / f"ood_model_{name}.json").write_text(json.dumps({"model_id": meta["model_id"], "model_dir": str(model_dir),
                                                              "seeds": list(cfg.seeds), "test_pairs": cfg.test_pairs,

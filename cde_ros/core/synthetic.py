@@ -327,6 +327,12 @@ class SceneConfig:
                 raise ValueError(f"{name} is a probability, got {getattr(self, name)}")
 
 
+# The shipped model's domain randomisation of its training pairs: half the objects in random
+# colours, half with random outlines. `train-synthetic` and the benchmark use it unless told otherwise.
+TRAIN_RANDOM_COLOR_P = 0.5
+TRAIN_RANDOM_SHAPE_P = 0.5
+
+
 def _place(objs: list[ObjState], o: ObjState, rng, tries=30) -> bool:
     half_w, half_h = o.cls.size[0] * o.scale / 2, o.cls.size[1] * o.scale / 2
     for _ in range(tries):
