@@ -171,6 +171,53 @@ def cmd_train_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Choose a model's `none` operating point (core.decision) again and rewrite its model.json."""
+    from .core import decision
+    from .core.dataset import PairSet
+    from .core.model import CausalDeltaModel
+
+    model, meta = CausalDeltaModel.load(args.model)
+    if args.bags:
+        from .core.bags import LabelTable, default_cache_dir, read_pairs
+        from .core.pairing import PairingConfig
+
+        pairing = PairingConfig(**meta["pairing"]) if "pairing" in meta else PairingConfig()
+        labels_table = LabelTable.read(args.labels) if args.labels else None
+        cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
+        pairs, reports = read_pairs(args.bags, model.preprocessing, pairing, args.image_topic, args.event_topic,
+                                    labels_table, cache, progress=not args.quiet, log=_log)
+        _print_reports(reports)
+        if pairs is None:
+            _fail("no labelled pairs could be made from " + ", ".join(map(str, args.bags)))
+        source = "labelled events of " + ", ".join(map(str, args.bags))
+    else:
+        from .core.synthetic import SceneConfig, generate_pairs
+
+        if "synthetic" not in meta.get("data", {}):
+            _fail(f"{args.model} was not made by train-synthetic: give recordings it was not trained on "
+                  "(cde-ros calibrate MODEL BAG...)")
+        pairs = PairSet.concat([generate_pairs("val", args.pairs, SceneConfig(clutter=s == "cluttered"), seed=args.seed,
+                                               none_fraction=args.none_fraction) for s in args.scenes])
+        source = (f"synthetic `val` split (training combinations), {args.pairs} pairs per scene type {args.scenes}, "
+                  f"{args.none_fraction:.0%} none, seed {args.seed}")
+    old_id = meta["model_id"]
+    _torch_threads(args.threads)
+    d = decision.calibrate(model, pairs, args.target, source=source)
+    _log(decision.describe(d))
+    out = Path(args.out) if args.out else Path(args.model)
+    model_id = model.save(out, meta)
+    print(json.dumps({"model_dir": str(out), "model_id": model_id, "previous_model_id": old_id, "decision": d}))
+    return 0
+
+
+def _torch_threads(n: int) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from .core.benchmark import BenchmarkConfig, run_benchmark
 
@@ -279,6 +326,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--resume", action="store_true")
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_train_synthetic)
+
+    sp = sub.add_parser("calibrate", help="choose a model's `none` operating point again on validation pairs and "
+                                          "rewrite its model.json (training does this already)")
+    sp.add_argument("model", help="model directory (rewritten in place unless --out)")
+    sp.add_argument("bags", nargs="*", help="recordings the model was not trained on (none: synthetic validation "
+                                            "pairs, for a model made by train-synthetic)")
+    sp.add_argument("--target", type=float, default=0.98,  # TrainConfig.none_recall_target (torch-free parser)
+                    help="none recall the validation pairs must reach (default 0.98, as in training)")
+    sp.add_argument("--scenes", nargs="+", choices=["single", "cluttered"], default=["cluttered"],
+                    help="without bags: synthetic validation pairs of these scene types (default: cluttered, "
+                         "the harder)")
+    sp.add_argument("--pairs", type=int, default=2000, help="without bags: pairs per scene type")
+    sp.add_argument("--none-fraction", type=float, default=0.3, help="without bags: share of `none` pairs")
+    sp.add_argument("--seed", type=int, default=10,
+                    help="without bags: seed of the pairs (the `val` split holds training combinations only; "
+                         "10 keeps them apart from the own validation pairs of train-synthetic seeds 0-9)")
+    sp.add_argument("--out", help="write the calibrated model here instead")
+    sp.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = all cores")
+    topics(sp)
+    sp.set_defaults(func=cmd_calibrate)
 
     sp = sub.add_parser("benchmark", help="OOD benchmark: baseline vs delta variants on synthetic scenes")
     sp.add_argument("--out", default="benchmarks/results")

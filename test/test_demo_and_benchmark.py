@@ -62,3 +62,24 @@ def test_benchmark_evaluates_an_existing_model_on_the_same_splits(tmp_path, tiny
     for kind in ("confusion", "delta_pca", "cosine"):
         for scenes in ("single", "cluttered"):
             assert (tmp_path / f"{kind}_model_{tiny_model.name}_{scenes}_syst.png").stat().st_size > 5000
+    assert "plain argmax |" in text and "bias 0" not in text and not any(k.startswith("argmax_") for k in rows[0])
+
+
+def test_a_model_with_a_none_bias_is_evaluated_at_both_operating_points(tmp_path, tiny_model):
+    from cde_ros.core.model import CausalDeltaModel
+
+    model, meta = CausalDeltaModel.load(tiny_model)
+    model.decision = {"none_logit_bias": 3.0, "rule": "test", "none_recall_target": 0.9, "validation": {}}
+    model.save(tmp_path / "biased", meta)
+    run_cli("benchmark", "--quick", "--scenes", "single", "--out", str(tmp_path), "--evaluate-model",
+            str(tmp_path / "biased"), "--quiet")
+    text = (tmp_path / "ood_model_biased.md").read_text()
+    assert "| single | `none` bias 3 (model.json) |" in text and "| single | plain argmax (bias 0) |" in text
+    (row,) = json.loads((tmp_path / "ood_model_biased.json").read_text())["rows"]
+    for split in ("iid", "comp", "syst"):
+        # raising the `none` logit can only turn answers into `none`: its recall cannot fall, no
+        # action's can rise
+        biased, plain = row[f"{split}_per_class"], row[f"argmax_{split}_per_class"]
+        assert biased.keys() == plain.keys() and biased["none"] >= plain["none"] == row[f"argmax_{split}_none_recall"]
+        assert all(biased[a] <= plain[a] for a in biased if a != "none")
+    assert row["comp_per_class"] != row["argmax_comp_per_class"]  # and a bias of 3 does change answers

@@ -325,6 +325,24 @@ def test_lifecycle_deactivate_stops_and_activate_resumes(harness_factory, tiny_m
     assert h.result("after-reactivation")["status"] == "ok"
 
 
+def test_none_logit_bias_parameter_replaces_the_models_operating_point(harness_factory, tiny_model):
+    h = harness_factory({"model_dir": str(tiny_model), "device": "cpu", "none_logit_bias": 2.5})
+    frames_and_event(h, "biased", 20.0)
+    r = h.result("biased")
+    offline, plain = Predictor(tiny_model, device="cpu", none_logit_bias=2.5), Predictor(tiny_model, device="cpu")
+    # the answer names the operating point it was given at: not the file's id
+    assert r["status"] == "ok" and r["model"] == offline.model_id != plain.model_id
+    before, after = (np.full((24, 32, 3), ((r[k]["sec"] * S + r[k]["nanosec"]) // 10**8) % 255, np.uint8)
+                     for k in ("before_stamp", "after_stamp"))  # the frames Harness.frame published
+    assert r["scores"] == pytest.approx(offline.classify(before, after).scores, abs=1e-3)
+    assert r["scores"] != pytest.approx(plain.classify(before, after).scores, abs=1e-3)
+    deadline = time.monotonic() + 5
+    while not h.diagnostics and time.monotonic() < deadline:
+        time.sleep(0.05)
+    values = {kv.key: kv.value for kv in h.diagnostics[-1].status[0].values}
+    assert values["none_logit_bias"] == "2.5" and values["model"] == offline.model_id
+
+
 def test_invalid_parameters_are_refused_with_the_reason(tiny_model):
     from rclpy.exceptions import InvalidParameterValueException
 

@@ -31,6 +31,14 @@ def test_training_learns_and_logs_every_term(tmp_path, data):
     meta = json.loads((tmp_path / "model.json").read_text())
     assert meta["training"]["history"] == h and meta["metrics"]["val_accuracy"] == h[-1]["val_accuracy"]
     assert meta["model_id"] == res.model_id
+    # after the last epoch the `none` operating point is chosen on the validation pairs
+    d = meta["decision"]
+    assert d["validation"]["none_pairs"] == va.actions.count("none") > 0 and d["none_recall_target"] == 0.98
+    assert d["validation"]["source"] == "the training run's validation pairs"
+    assert res.model.none_logit_bias == d["none_logit_bias"]
+    assert d["target_reached"] == (d["validation"]["none_recall"]["chosen"] >= 0.98)
+    if d["none_logit_bias"] > 0:  # the smallest bias that reaches it: below it, the target is missed
+        assert d["validation"]["none_recall"]["bias_0"] < 0.98
 
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, data):

@@ -18,7 +18,8 @@ from typing import Callable
 import numpy as np
 
 from .actions import ACTIONS
-from .evaluation import evaluate_pairs, plot_confusion, plot_cosine_matrix, plot_delta_projection
+from .evaluation import (classification_metrics, evaluate_pairs, plot_confusion, plot_cosine_matrix,
+                         plot_delta_projection)
 from .losses import LossWeights
 from .model import ModelConfig
 from .preprocess import Preprocessing
@@ -108,8 +109,10 @@ def run_benchmark(cfg: BenchmarkConfig, out: Path, progress: bool = True,
                 k += 1
                 head, a_con, a_sp = VARIANTS[variant]
                 mc = replace(cfg.model, head=head)
+                # none_recall_target 0: the variants are compared at the plain argmax, what their
+                # representations give; the none operating point is a deployment step on top
                 tc = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=seed,
-                                 loss=LossWeights(alpha_contrast=a_con, alpha_sparsity=a_sp))
+                                 loss=LossWeights(alpha_contrast=a_con, alpha_sparsity=a_sp), none_recall_target=0.0)
                 log(f"[{k}/{total}] {scenes} seed {seed} {variant}")
                 res = train(data["train"], data["val"], list(ACTIONS), mc, pre, tc, None, progress=progress,
                             log=lambda m: None)
@@ -148,13 +151,17 @@ def _plot_split(m: dict, pairs, labels: list[str], out: Path, tag: str, what: st
 
 def evaluate_model(model_dir: Path, cfg: BenchmarkConfig, out: Path, log: Callable[[str], None] = print) -> list[dict]:
     """Evaluate an already trained model (e.g. the shipped one) on the benchmark's test splits
-    (same seeds and sizes as the trained variants). Writes `ood_model_<name>.md` (accuracy, recall
-    per action and per held-out object class), `ood_model_<name>.json` (every row) and the first
-    seed's figures of the comp and syst splits; <name> is the model directory's name."""
+    (same seeds and sizes as the trained variants), at its `none` operating point and, when that is
+    not the plain argmax, at the plain argmax too (row keys `argmax_*`). Writes `ood_model_<name>.md`
+    (accuracy, recall per action and per held-out object class), `ood_model_<name>.json` (every
+    row) and the first seed's figures of the comp and syst splits; <name> is the model directory's
+    name."""
     from .model import CausalDeltaModel
 
     model, meta = CausalDeltaModel.load(model_dir)
     pre = model.preprocessing
+    labels = list(model.labels)
+    bias = model.none_logit_bias
     name = Path(model_dir).name
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -168,6 +175,11 @@ def evaluate_model(model_dir: Path, cfg: BenchmarkConfig, out: Path, log: Callab
                 row.update(_split_columns(split, m))
                 row[f"{split}_per_class"] = m["per_class"]
                 row[f"{split}_per_object"] = _per_object_accuracy(pairs, m["predictions"])
+                if bias:  # the same logits read at the plain argmax
+                    m0 = classification_metrics(pairs.actions, [labels[i] for i in m["logits"].argmax(1)], labels)
+                    m0["opposite_cosine"] = m["opposite_cosine"]  # the deltas do not depend on it
+                    row.update({f"argmax_{k}": v for k, v in _split_columns(split, m0).items()})
+                    row[f"argmax_{split}_per_class"] = m0["per_class"]
                 if seed == cfg.seeds[0] and split in ("comp", "syst"):
                     _plot_split(m, pairs, list(model.labels), out, f"model_{name}_{scenes}_{split}",
                                 f"model {meta['model_id'][:8]}, {scenes}, {split}")
@@ -178,15 +190,23 @@ def evaluate_model(model_dir: Path, cfg: BenchmarkConfig, out: Path, log: Callab
              f"`{model_dir}`: {meta['head']} head, trained on {training.get('pairs', '?')} pairs for "
              f"{len(training.get('history', []))} epochs ({training.get('seconds', '?')} s). Same test pairs as "
              f"`ood_table.md` (seeds {list(cfg.seeds)}, {cfg.test_pairs} per split).", "",
-             "| scenes | IID | compositional | systematic | `none` recall (comp / syst) | opp. err | opp. cos |",
-             "|---|---|---|---|---|---|---|"]
+             "| scenes | operating point | IID | compositional | systematic | `none` recall (comp / syst) | opp. err | "
+             "opp. cos |", "|---|---|---|---|---|---|---|---|"]
+    points = [("", f"`none` bias {bias:g} (model.json)" if bias else "plain argmax")]
+    if bias:
+        points.append(("argmax_", "plain argmax (bias 0)"))
     for scenes in cfg.scenes:
         rs = [r for r in rows if r["scenes"] == scenes]
-        col = lambda key: _mean_std([r[key] for r in rs])  # noqa: E731
-        lines.append(f"| {scenes} | {col('iid_accuracy')} | {col('comp_accuracy')} | {col('syst_accuracy')} | "
-                     f"{col('comp_none_recall')} / {col('syst_none_recall')} | {col('comp_opposite_error_rate')} | "
-                     f"{col('comp_opposite_cosine')} |")
-    labels = list(model.labels)
+        for prefix, point in points:
+            col = lambda key: _mean_std([r[prefix + key] for r in rs])  # noqa: E731
+            lines.append(f"| {scenes} | {point} | {col('iid_accuracy')} | {col('comp_accuracy')} | "
+                         f"{col('syst_accuracy')} | {col('comp_none_recall')} / {col('syst_none_recall')} | "
+                         f"{col('comp_opposite_error_rate')} | {col('comp_opposite_cosine')} |")
+    if bias:
+        d = meta["decision"]
+        lines += ["", f"Operating point: `none` logit bias {bias:g}, chosen by the rule \"{d.get('rule')}\" (target "
+                  f"{d.get('none_recall_target')}) on {d.get('validation', {}).get('source', 'validation pairs')}; "
+                  "the per-action tables below are at this operating point."]
     lines += ["", "Recall per action (mean over seeds; – where the split has no pair of that action):", "",
               "| scenes | split | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
     for scenes in cfg.scenes:

@@ -16,18 +16,19 @@ from .dataset import PairSet
 @torch.inference_mode()
 def predict_pairs(model, pairs: PairSet, device: torch.device | str = "cpu", batch_size: int = 256,
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(predicted label index N, aggregated delta N x D) for a PairSet."""
+    """(raw logits N x C, aggregated delta N x D) for a PairSet; `model.decide` turns the logits
+    into the model's predictions."""
     model.eval()
     pre = model.preprocessing
     device = torch.device(device)
-    preds, deltas = [], []
+    logits, deltas = [], []
     for i in range(0, len(pairs), batch_size):
         b = pre.normalise(np.stack([pre.resize(im) for im in pairs.before[i:i + batch_size]])).to(device)
         a = pre.normalise(np.stack([pre.resize(im) for im in pairs.after[i:i + batch_size]])).to(device)
         out = model(b, a)
-        preds.append(out.logits.argmax(1).cpu().numpy())
+        logits.append(out.logits.float().cpu().numpy())
         deltas.append(out.delta.float().cpu().numpy())
-    return np.concatenate(preds), np.concatenate(deltas)
+    return np.concatenate(logits), np.concatenate(deltas)
 
 
 def classification_metrics(true: list[str], pred: list[str], labels: list[str]) -> dict[str, Any]:
@@ -78,14 +79,15 @@ def opposite_cosine(deltas: np.ndarray, actions: list[str], labels: list[str]) -
 
 def evaluate_pairs(model, pairs: PairSet, device: torch.device | str = "cpu", batch_size: int = 256,
                    keep_deltas: bool = False) -> dict[str, Any]:
+    """`classification_metrics` of the model's predictions (at its `none` operating point) and the
+    opposite-action cosine. With `keep_deltas` also "deltas", "predictions" and the raw "logits"."""
     labels = list(model.labels)
-    pred_idx, deltas = predict_pairs(model, pairs, device, batch_size)
-    pred = [labels[i] for i in pred_idx]
+    logits, deltas = predict_pairs(model, pairs, device, batch_size)
+    pred = [labels[i] for i in model.decide(torch.from_numpy(logits)).argmax(1).numpy()]
     out = classification_metrics(pairs.actions, pred, labels)
     out["opposite_cosine"] = opposite_cosine(deltas, pairs.actions, labels)
     if keep_deltas:
-        out["deltas"] = deltas
-        out["predictions"] = pred
+        out.update(deltas=deltas, predictions=pred, logits=logits)
     return out
 
 

@@ -1,8 +1,9 @@
 """Inference API: two RGB images (or a batch of pairs) in, action probabilities and deltas out.
 
 The before frame can be encoded ahead of time (`encode`) and passed to `classify` later, so at
-the end of an event only the after frame is left to encode. Runs under `torch.inference_mode`, on
-CUDA with fp16/bf16 autocast when available, else on CPU in fp32.
+the end of an event only the after frame is left to encode. Scores are the softmax of the logits
+at the model's `none` operating point (`core.decision`), so the action is their argmax. Runs
+under `torch.inference_mode`, on CUDA with fp16/bf16 autocast when available, else on CPU in fp32.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from typing import Sequence, Union
 import numpy as np
 import torch
 
-from .model import CausalDeltaModel, Encoding
+from .decision import check_bias
+from .model import WEIGHTS_FILE, CausalDeltaModel, Encoding, model_id_for
 from .training import pick_device
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -43,7 +45,10 @@ Image = Union[np.ndarray, EncodedFrame]
 
 
 class Predictor:
-    def __init__(self, model_dir: str | Path, device: str = "auto", precision: str = "auto") -> None:
+    def __init__(self, model_dir: str | Path, device: str = "auto", precision: str = "auto",
+                 none_logit_bias: float | None = None) -> None:
+        """Load a model directory. `none_logit_bias` replaces the model's `none` operating point
+        (core.decision; None: the one in model.json); `model_id` then names the replacement."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.device = pick_device(device)
@@ -51,6 +56,11 @@ class Predictor:
         self.model.to(self.device).eval()
         self.model_dir = Path(model_dir)
         self.model_id: str = self.meta["model_id"]
+        if none_logit_bias is not None:
+            bias = check_bias(none_logit_bias, "Predictor")
+            self.model.decision = {"none_logit_bias": bias,
+                                   "replaced": f"model.json has {self.model.none_logit_bias:g}"}
+            self.model_id = model_id_for(self.model_dir / WEIGHTS_FILE, bias)
         if precision == "auto":
             precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if self.device.type == "cuda" else "fp32"
         if precision != "fp32" and self.device.type != "cuda":
@@ -61,6 +71,10 @@ class Predictor:
     @property
     def labels(self) -> list[str]:
         return list(self.model.labels)
+
+    @property
+    def none_logit_bias(self) -> float:
+        return self.model.none_logit_bias
 
     @property
     def preprocessing(self):
@@ -92,7 +106,7 @@ class Predictor:
         t1 = time.perf_counter()
         with self._autocast():
             out = self.model.head(eb.encoding, ea.encoding)
-        probs = out.logits.float().softmax(-1)[0].cpu().numpy()
+        probs = self.model.decide(out.logits.float()).softmax(-1)[0].cpu().numpy()
         t2 = time.perf_counter()
         return self._prediction(probs, out, 0, {
             "encode_before_ms": eb.ms, "encode_after_ms": ea.ms, "head_ms": (t2 - t1) * 1e3,
@@ -111,7 +125,7 @@ class Predictor:
             a = pre.prepare(list(afters[i:i + batch_size])).to(self.device)
             with self._autocast():
                 out = self.model(b, a)
-            probs = out.logits.float().softmax(-1).cpu().numpy()
+            probs = self.model.decide(out.logits.float()).softmax(-1).cpu().numpy()
             ms = (time.perf_counter() - t0) * 1e3 / len(b)
             out_list += [self._prediction(probs[j], out, j, {"per_pair_ms": ms}) for j in range(len(b))]
         return out_list

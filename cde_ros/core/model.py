@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import decision
 from .preprocess import Preprocessing
 
 HEADS = ("global", "patch", "baseline")
@@ -220,10 +221,23 @@ class CausalDeltaModel(nn.Module):
             self.scorer = nn.Sequential(nn.Linear(d, 64), nn.GELU(), nn.Linear(64, 1))
             nn.init.zeros_(self.scorer[2].weight)
             nn.init.zeros_(self.scorer[2].bias)
+        # the `none` operating point (core.decision): not a weight; chosen on validation pairs
+        # after training, saved in model.json under "decision" with how it was chosen
+        self.decision: dict[str, Any] = {"none_logit_bias": 0.0}
 
     @property
     def labels(self) -> list[str]:
         return self.config.labels
+
+    @property
+    def none_logit_bias(self) -> float:
+        return float(self.decision["none_logit_bias"])
+
+    def decide(self, logits: torch.Tensor) -> torch.Tensor:
+        """The logits predictions are read from (argmax, softmax): the raw `logits` with the
+        model's `none` operating point applied. Training's loss uses the raw logits."""
+        none = self.labels.index(decision.NONE) if decision.NONE in self.labels else None
+        return decision.with_none_bias(logits, none, self.none_logit_bias)
 
     def encode(self, x: torch.Tensor) -> Encoding:
         glob, patches = self.backbone(x)
@@ -262,7 +276,9 @@ class CausalDeltaModel(nn.Module):
     # ------------------------------------------------------------------------------ files
 
     def save(self, directory: str | Path, extra: dict[str, Any] | None = None) -> str:
-        """Write weights and JSON atomically (temp files, then rename). Returns the model id."""
+        """Write weights and JSON atomically (temp files, then rename). Returns the model id.
+        `extra` adds keys to model.json; the keys save writes itself win (so the meta of a loaded
+        model can be passed back)."""
         from safetensors.torch import save_file
 
         out = Path(directory)
@@ -271,11 +287,13 @@ class CausalDeltaModel(nn.Module):
         tmp_w = _tmp_path(out, WEIGHTS_FILE)
         save_file(state, str(tmp_w), metadata={"format": "pt"})
         os.chmod(tmp_w, 0o644)  # save_file writes a new file (0600), not into the one _tmp_path made
-        model_id = _file_hash(tmp_w)
+        weights_id = _file_hash(tmp_w)
+        model_id = model_id_for(tmp_w, self.none_logit_bias)
         config = asdict(self.config)
         meta = {
             "format_version": FORMAT_VERSION,
             "model_id": model_id,
+            "weights_id": weights_id,
             "labels": list(self.labels),
             "backbone": self.config.backbone,
             "input_size": self.preprocessing.input_size,
@@ -284,8 +302,9 @@ class CausalDeltaModel(nn.Module):
             "top_k": self.top_k,
             "embed_dim": self.config.embed_dim,
             "model_config": config,
-            **(extra or {}),
+            "decision": dict(self.decision),
         }
+        meta.update({k: v for k, v in (extra or {}).items() if k not in meta})
         tmp_m = _tmp_path(out, META_FILE)
         tmp_m.write_text(json.dumps(meta, indent=2, sort_keys=False, default=_json_default) + "\n")
         os.replace(tmp_w, out / WEIGHTS_FILE)
@@ -310,9 +329,12 @@ class CausalDeltaModel(nn.Module):
             mc.setdefault("patch_pool", "norm")  # likewise
             config = ModelConfig(**mc)
             pre = Preprocessing.from_json(meta["preprocessing"])
+            dec = dict(meta.get("decision") or {"none_logit_bias": 0.0})  # files from before it existed: 0
+            dec["none_logit_bias"] = decision.check_bias(dec.get("none_logit_bias"), "decision")
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{d / META_FILE} is not a cde_ros model description: {exc}") from exc
         model = cls(config, pre)
+        model.decision = dec
         try:
             state = load_file(str(weights), device=map_location)
         except (SafetensorError, OSError) as exc:
@@ -347,11 +369,19 @@ def _tmp_path(directory: Path, name: str) -> Path:
     return Path(p)
 
 
-def _file_hash(path: Path) -> str:
+def model_id_for(weights: Path, none_logit_bias: float) -> str:
+    """The model id names what a model answers: its weights file, and its `none` operating point
+    when that is not 0 (so a bias 0 model's id is its weights' hash, `weights_id`)."""
+    return _file_hash(weights, f"none_logit_bias={float(none_logit_bias)!r}" if none_logit_bias else "")
+
+
+def _file_hash(path: Path, suffix: str = "") -> str:
+    """First 16 hex digits of sha256(file bytes + `suffix`)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
+    h.update(suffix.encode())
     return h.hexdigest()[:16]
 
 

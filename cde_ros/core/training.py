@@ -4,7 +4,8 @@
 - Each epoch: train with AdamW + cosine schedule, log every loss term, evaluate on the validation
   pairs, write a checkpoint atomically (`checkpoint/state.safetensors` + `state.json`; optimizer
   state included, nothing pickled) so `resume=True` continues where an interrupted run stopped.
-- The final model is the last epoch's (no epoch is picked on test data).
+- The final model is the last epoch's (no epoch is picked on test data). Its `none` operating
+  point is then chosen on the validation pairs (`TrainConfig.none_recall_target`, core.decision).
 - Under `torchrun` (WORLD_SIZE > 1) it trains with DistributedDataParallel; rank 0 writes files.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import decision
 from .actions import OPPOSITE
 from .dataset import PairSet
 from .evaluation import evaluate_pairs
@@ -46,6 +48,9 @@ class TrainConfig:
     augment: bool = True
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 = all cores
+    # after the last epoch, the `none` operating point is chosen on the validation pairs so that
+    # `none` recall there reaches this (core.decision); 0: leave it at 0 (plain argmax)
+    none_recall_target: float = 0.98
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
@@ -258,6 +263,13 @@ def train(train_pairs: PairSet, val_pairs: PairSet | None, labels: list[str], mo
                 f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch",)))
     seconds = time.perf_counter() - t0
     model.eval()
+    if rank == 0 and cfg.none_recall_target and val_pairs is not None and decision.NONE in labels:
+        try:
+            log(decision.describe(decision.calibrate(
+                model, val_pairs, cfg.none_recall_target, device, source="the training run's validation pairs")))
+        except ValueError as exc:  # e.g. no `none` pair among the validation pairs
+            model.decision = {"none_logit_bias": 0.0, "not_chosen": str(exc)}
+            log(f"none operating point left at bias 0: {exc}")
     model_id = None
     if out_dir and rank == 0:
         meta = {"training": {"config": _cfg_json(cfg), "history": history, "pairs": n,

@@ -86,6 +86,9 @@ PARAMS: dict[str, _Param] = {
     "max_open_events": _Param(32, "Open events at most; further starts are dropped and reported.", range=(1, 10000)),
     "max_queue": _Param(16, "Inference jobs waiting at most; further events are dropped and reported.",
                         range=(1, 10000)),
+    "none_logit_bias": _Param(-1.0, "Bias added to the 'none' logit, the operating point between catching failed "
+                              "actions and missing real ones (cde_ros/core/decision.py); -1: the model's own, "
+                              "chosen on validation pairs and stored in model.json.", range=(-1.0, 3.0)),
     "confidence_threshold": _Param(0.0, "Below this confidence the action is reported as 'unknown'.",
                                    read_only=False, range=(0.0, 1.0)),
     "diagnostics_period": _Param(1.0, "Seconds between /diagnostics messages.", range=(0.05, 60.0)),
@@ -283,9 +286,12 @@ class PerceptionNode(LifecycleNode):
         try:
             model_dir = self._p("model_dir") or str(shipped_model_dir())
             # on the CPU first; activation moves it to the device
-            self._predictor = Predictor(model_dir, device=self._p("device"), precision=self._p("precision"))
+            bias = self._p("none_logit_bias")
+            self._predictor = Predictor(model_dir, device=self._p("device"), precision=self._p("precision"),
+                                        none_logit_bias=None if bias < 0 else bias)
             self._predictor.release()
             self.get_logger().info(f"model {self._predictor.model_id} from {model_dir}: labels {self._predictor.labels}, "
+                                   f"none logit bias {self._predictor.none_logit_bias:g}, "
                                    f"device {self._predictor.device}, precision {self._predictor.precision}")
         except (ModelFileError, FileNotFoundError, RuntimeError, ValueError) as exc:
             self._model_error = str(exc)
@@ -496,6 +502,7 @@ class PerceptionNode(LifecycleNode):
             "ingest_cpu_us_per_frame": round(self.ingest_cpu_ns / 1e3 / max(1, self.counters["frames"]), 1),
             "device": st.hardware_id,
             "model": self._predictor.model_id if self._predictor is not None else "",
+            "none_logit_bias": self._predictor.none_logit_bias if self._predictor is not None else "",
             **{f"latency_ms_{k}": round(v, 2) for k, v in self._latency.percentiles().items()},
             **{f"pairing_{k}": v for k, v in pairing_errors.items()},
         }
