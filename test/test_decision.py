@@ -15,9 +15,10 @@ from conftest import TINY_YAML, run_cli
 NONE = 2  # label index of `none` in the hand-made logits below (labels: a, b, none)
 
 
-def _logits(none_margins, action_margins):
+def _logits(none_margins, action_margins, copies=5):
     """Rows whose `none` logit minus the best other logit is each of `none_margins` (true label:
-    none), then rows whose true action `a` leads `none` by each of `action_margins`."""
+    none), then rows whose true action `a` leads `none` by each of `action_margins`; each row
+    `copies` times (the rule wants at least decision.MIN_NONE_PAIRS `none` pairs)."""
     rows, y = [], []
     for m in none_margins:
         rows.append([1.0, 0.0, 1.0 + m])
@@ -25,7 +26,7 @@ def _logits(none_margins, action_margins):
     for m in action_margins:
         rows.append([1.0 + m, 0.0, 1.0])
         y.append(0)
-    return np.array(rows), np.array(y)
+    return np.repeat(np.array(rows), copies, 0), np.repeat(np.array(y), copies)
 
 
 def test_the_smallest_bias_on_the_grid_that_reaches_the_target_is_chosen():
@@ -34,7 +35,7 @@ def test_the_smallest_bias_on_the_grid_that_reaches_the_target_is_chosen():
     # -0.2 needs a bias above 0.2 (at exactly 0.2 the tie goes to the lower index, `a`)
     assert d["none_logit_bias"] == 0.25 and d["target_reached"]
     v = d["validation"]
-    assert v["pairs"] == 6 and v["none_pairs"] == 4
+    assert v["pairs"] == 30 and v["none_pairs"] == 20
     assert v["none_recall"] == {"bias_0": 0.5, "chosen": 0.75}
     assert v["accuracy"] == {"bias_0": 4 / 6, "chosen": 5 / 6}
     assert v["actions_read_as_none"] == {"bias_0": 0.0, "chosen": 0.0}
@@ -45,12 +46,12 @@ def test_the_smallest_bias_on_the_grid_that_reaches_the_target_is_chosen():
 
 
 def test_an_unreachable_target_says_so_and_bad_input_is_refused():
-    logits, y = _logits([0.3, -5.0], [1.0])
+    logits, y = _logits([0.3, -5.0], [1.0], copies=10)
     d = decision.choose_none_bias(logits, y, NONE, target_recall=1.0)
     assert d["none_logit_bias"] == decision.MAX_BIAS and d["target_reached"] is False
     assert "NOT reached" in decision.describe(d)
-    with pytest.raises(ValueError, match="no `none` pair"):
-        decision.choose_none_bias(*_logits([], [1.0, 2.0]), NONE, 0.9)
+    with pytest.raises(ValueError, match="19 `none` pairs, fewer than the 20"):
+        decision.choose_none_bias(*_logits([0.5], [1.0, 2.0], copies=19), NONE, 0.9)
     with pytest.raises(ValueError, match="none_recall_target"):
         decision.choose_none_bias(logits, y, NONE, 1.5)
 
@@ -106,18 +107,17 @@ def test_calibrate_cli_rewrites_a_synthetic_model_and_refuses_others(tmp_path, t
     run_cli("train-synthetic", "--out", str(tmp_path / "m"), "--config", str(tmp_path / "tiny.yaml"),
             "--scenes", "single", "--pairs", "48", "--epochs", "1", "--quiet")
     trained = json.loads((tmp_path / "m" / "model.json").read_text())
-    # training chose an operating point on its own validation pairs, and says how
-    d = trained["decision"]
-    assert d["rule"] == decision.RULE and d["none_recall_target"] == 0.98
-    assert d["validation"]["source"] == "the training run's validation pairs" and d["validation"]["pairs"] == 100
-    assert d["target_reached"] == (d["validation"]["none_recall"]["chosen"] >= 0.98)
-    proc = run_cli("calibrate", str(tmp_path / "m"), "--pairs", "60", "--target", "0.9", "--scenes", "single",
+    # 100 validation pairs with 1/9 `none`: too few to choose from; training says so and keeps 0
+    assert trained["decision"]["none_logit_bias"] == 0.0 and "fewer than the 20" in trained["decision"]["not_chosen"]
+    proc = run_cli("calibrate", str(tmp_path / "m"), "--pairs", "80", "--target", "0.9", "--scenes", "single",
                    "--out", str(tmp_path / "c"))
     printed = json.loads(proc.stdout.strip().splitlines()[-1])
     meta = json.loads((tmp_path / "c" / "model.json").read_text())
     d = meta["decision"]
     assert printed["decision"] == d and printed["model_id"] == meta["model_id"]
-    assert d["none_recall_target"] == 0.9 and d["validation"]["pairs"] == 60
+    assert d["rule"] == decision.RULE and d["none_recall_target"] == 0.9 and d["validation"]["pairs"] == 80
+    assert d["validation"]["none_pairs"] >= decision.MIN_NONE_PAIRS
+    assert d["target_reached"] == (d["validation"]["none_recall"]["chosen"] >= 0.9)
     assert "seed 10" in d["validation"]["source"] and "['single']" in d["validation"]["source"]
     assert (meta["model_id"] == meta["weights_id"]) == (d["none_logit_bias"] == 0.0)
     assert meta["weights_id"] == trained["weights_id"] and meta["training"] == trained["training"]

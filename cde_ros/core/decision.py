@@ -24,6 +24,8 @@ import torch
 NONE = "none"
 GRID_STEP = 0.05
 MAX_BIAS = 3.0
+# fewer `none` pairs than this cannot tell a recall of 0.98 from 0.95 (one pair is 5 points at 20)
+MIN_NONE_PAIRS = 20
 RULE = (f"smallest none logit bias on a {GRID_STEP} grid in [0, {MAX_BIAS}] whose none recall on the "
         f"validation pairs reaches none_recall_target")
 
@@ -65,14 +67,16 @@ def choose_none_bias(logits: np.ndarray, targets: np.ndarray, none_index: int, t
     """Apply `RULE` to validation `logits` (N x C, the raw model output) with true label indices
     `targets`. Returns what goes into `model.json` under `decision`: the bias, whether the target
     was reached (if not, the bias is `MAX_BIAS`, the most the rule allows), and accuracy and `none`
-    recall on these pairs without and with it. ValueError when the pairs hold no `none` pair."""
+    recall on these pairs without and with it. ValueError when the pairs hold fewer than
+    `MIN_NONE_PAIRS` `none` pairs."""
     logits = np.asarray(logits, dtype=np.float64)
     targets = np.asarray(targets)
     if not 0.0 < target_recall <= 1.0:
         raise ValueError(f"none_recall_target must be in (0, 1], got {target_recall}")
     n_none = int(np.sum(targets == none_index))
-    if n_none == 0:
-        raise ValueError("the validation pairs hold no `none` pair: the none operating point cannot be chosen")
+    if n_none < MIN_NONE_PAIRS:
+        raise ValueError(f"the validation pairs hold {n_none} `none` pairs, fewer than the {MIN_NONE_PAIRS} the none "
+                         "operating point needs")
     grid = np.round(np.arange(0.0, MAX_BIAS + GRID_STEP / 2, GRID_STEP), 6)
     chosen, reached = float(grid[-1]), False
     for b in grid:
@@ -93,7 +97,7 @@ def calibrate(model, pairs, target_recall: float, device: torch.device | str = "
     """Choose `model`'s `none` operating point on validation `pairs` (a PairSet) by `RULE` and set
     it (`model.decision`; `source` says where the pairs came from). Pairs whose label the model
     does not know are left out. Returns the decision; ValueError when the model has no `none`
-    label or the pairs no `none` pair."""
+    label or the pairs too few `none` pairs."""
     from .evaluation import predict_pairs
 
     labels = list(model.labels)
