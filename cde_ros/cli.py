@@ -94,21 +94,29 @@ def _config(args: argparse.Namespace):
     return load_config(args.config, overrides)
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def _pairs_for_model(args: argparse.Namespace, meta: dict, pre, progress: bool):
+    """The labelled pairs of `args.bags` as a model sees them: its pairing settings (from
+    model.json) and preprocessing; the bag reports are printed. (pairs or None, reports)"""
     from .core.bags import LabelTable, default_cache_dir, read_pairs
-    from .core.evaluation import classification_metrics, plot_confusion
-    from .core.inference import Predictor
-    from .core.model import read_meta
     from .core.pairing import PairingConfig
 
-    meta = read_meta(args.model)
-    predictor = Predictor(args.model, device=args.device)
     pairing = PairingConfig(**meta["pairing"]) if "pairing" in meta else PairingConfig()
     labels_table = LabelTable.read(args.labels) if args.labels else None
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
-    pairs, reports = read_pairs(args.bags, predictor.preprocessing, pairing, args.image_topic, args.event_topic,
-                                labels_table, cache, progress=not args.quiet and not args.json, log=_log)
+    pairs, reports = read_pairs(args.bags, pre, pairing, args.image_topic, args.event_topic, labels_table, cache,
+                                progress=progress, log=_log)
     _print_reports(reports)
+    return pairs, reports
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .core.evaluation import classification_metrics, plot_confusion
+    from .core.inference import Predictor
+    from .core.model import read_meta
+
+    meta = read_meta(args.model)
+    predictor = Predictor(args.model, device=args.device)
+    pairs, reports = _pairs_for_model(args, meta, predictor.preprocessing, progress=not args.quiet and not args.json)
     skipped: dict[str, int] = {}
     for r in reports:
         for k, v in r.skipped.items():
@@ -179,15 +187,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     model, meta = CausalDeltaModel.load(args.model)
     if args.bags:
-        from .core.bags import LabelTable, default_cache_dir, read_pairs
-        from .core.pairing import PairingConfig
-
-        pairing = PairingConfig(**meta["pairing"]) if "pairing" in meta else PairingConfig()
-        labels_table = LabelTable.read(args.labels) if args.labels else None
-        cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
-        pairs, reports = read_pairs(args.bags, model.preprocessing, pairing, args.image_topic, args.event_topic,
-                                    labels_table, cache, progress=not args.quiet, log=_log)
-        _print_reports(reports)
+        pairs, _ = _pairs_for_model(args, meta, model.preprocessing, progress=not args.quiet)
         if pairs is None:
             _fail("no labelled pairs could be made from " + ", ".join(map(str, args.bags)))
         source = "labelled events of " + ", ".join(map(str, args.bags))

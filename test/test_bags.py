@@ -47,6 +47,11 @@ def test_record_train_eval_round_trip(tmp_path, bags, storage):
     assert np.asarray(metrics["confusion"]).sum() == 8
     assert (tmp_path / "plots" / "confusion.png").stat().st_size > 1000
     assert "(cached)" in proc.stderr  # the second read of the bag came from the pair cache
+    # 8 events are too few to choose the none operating point from: said, and the model is left alone
+    before = (model / "model.json").read_text()
+    proc = run_cli("calibrate", str(model), str(bags[storage]), "--cache-dir", str(cache), check=False)
+    assert proc.returncode == 2 and "fewer than the 20 the none operating point needs" in proc.stderr
+    assert "(cached)" in proc.stderr and (model / "model.json").read_text() == before
 
 
 def test_training_pairs_are_the_frames_the_node_would_pick(bags):
