@@ -81,6 +81,9 @@ def test_yaml_config_is_read_and_checked(tmp_path):
     bad.write_text("training:\n  epochz: 3\n")
     with pytest.raises(ValueError, match="epochz"):
         load_config(bad)
+    bad.write_text("training:\n  none_recall_target: 98\n")
+    with pytest.raises(ValueError, match="none_recall_target must be within"):
+        load_config(bad)
     bad.write_text("modle: {}\n")
     with pytest.raises(ValueError, match="modle"):
         load_config(bad)

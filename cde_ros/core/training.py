@@ -52,6 +52,10 @@ class TrainConfig:
     # `none` recall there reaches this (core.decision); 0: leave it at 0 (plain argmax)
     none_recall_target: float = 0.98
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.none_recall_target <= 1.0:  # refused now, not after the last epoch
+            raise ValueError(f"none_recall_target must be within [0, 1], got {self.none_recall_target}")
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         data = dict(data)
@@ -267,7 +271,7 @@ def train(train_pairs: PairSet, val_pairs: PairSet | None, labels: list[str], mo
         try:
             log(decision.describe(decision.calibrate(
                 model, val_pairs, cfg.none_recall_target, device, source="the training run's validation pairs")))
-        except ValueError as exc:  # e.g. no `none` pair among the validation pairs
+        except ValueError as exc:  # too few `none` pairs among the validation pairs
             model.decision = {"none_logit_bias": 0.0, "not_chosen": str(exc)}
             log(f"none operating point left at bias 0: {exc}")
     model_id = None
