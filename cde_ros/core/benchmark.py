@@ -181,7 +181,7 @@ def evaluate_model(model_dir: Path, cfg: BenchmarkConfig, out: Path, log: Callab
                     row.update({f"argmax_{k}": v for k, v in _split_columns(split, m0).items()})
                     row[f"argmax_{split}_per_class"] = m0["per_class"]
                 if seed == cfg.seeds[0] and split in ("comp", "syst"):
-                    _plot_split(m, pairs, list(model.labels), out, f"model_{name}_{scenes}_{split}",
+                    _plot_split(m, pairs, labels, out, f"model_{name}_{scenes}_{split}",
                                 f"model {meta['model_id'][:8]}, {scenes}, {split}")
             log(f"{scenes} seed {seed}: " + ", ".join(f"{s} {row[f'{s}_accuracy']:.3f}" for s in ("iid", "comp", "syst")))
             rows.append(row)

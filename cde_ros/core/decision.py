@@ -53,9 +53,7 @@ def check_bias(bias: Any, where: str) -> float:
 
 def _rates(logits: np.ndarray, targets: np.ndarray, none_index: int, bias: float) -> tuple[float, float, float]:
     """(accuracy, none recall, share of real actions read as none) at `bias`."""
-    z = logits.copy()
-    z[:, none_index] += bias
-    pred = z.argmax(1)
+    pred = with_none_bias(torch.from_numpy(logits), none_index, bias).argmax(1).numpy()
     is_none = targets == none_index
     recall = float(np.mean(pred[is_none] == none_index))
     missed_actions = float(np.mean(pred[~is_none] == none_index)) if (~is_none).any() else 0.0

@@ -287,8 +287,9 @@ class CausalDeltaModel(nn.Module):
         tmp_w = _tmp_path(out, WEIGHTS_FILE)
         save_file(state, str(tmp_w), metadata={"format": "pt"})
         os.chmod(tmp_w, 0o644)  # save_file writes a new file (0600), not into the one _tmp_path made
-        weights_id = _file_hash(tmp_w)
-        model_id = model_id_for(tmp_w, self.none_logit_bias)
+        weights_hash = _sha256(tmp_w)  # read once for both ids
+        weights_id = weights_hash.hexdigest()[:16]
+        model_id = _model_id(weights_hash, self.none_logit_bias)
         config = asdict(self.config)
         meta = {
             "format_version": FORMAT_VERSION,
@@ -372,17 +373,23 @@ def _tmp_path(directory: Path, name: str) -> Path:
 def model_id_for(weights: Path, none_logit_bias: float) -> str:
     """The model id names what a model answers: its weights file, and its `none` operating point
     when that is not 0 (so a bias 0 model's id is its weights' hash, `weights_id`)."""
-    return _file_hash(weights, f"none_logit_bias={float(none_logit_bias)!r}" if none_logit_bias else "")
+    return _model_id(_sha256(weights), none_logit_bias)
 
 
-def _file_hash(path: Path, suffix: str = "") -> str:
-    """First 16 hex digits of sha256(file bytes + `suffix`)."""
+def _model_id(weights_hash: "hashlib._Hash", none_logit_bias: float) -> str:
+    """First 16 hex digits of sha256(weights file bytes [+ the bias, when not 0])."""
+    h = weights_hash.copy()
+    if none_logit_bias:
+        h.update(f"none_logit_bias={float(none_logit_bias)!r}".encode())
+    return h.hexdigest()[:16]
+
+
+def _sha256(path: Path) -> "hashlib._Hash":
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    h.update(suffix.encode())
-    return h.hexdigest()[:16]
+    return h
 
 
 def _json_default(obj: Any) -> Any:
