@@ -186,6 +186,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from .core.model import CausalDeltaModel
 
     model, meta = CausalDeltaModel.load(args.model)
+    if args.register_max_shift is not None:
+        try:
+            model.preprocessing = replace(model.preprocessing, register_max_shift=args.register_max_shift)
+        except ValueError as exc:
+            _fail(f"--register-max-shift: {exc}")
+        _log(f"after-frame registration: {_registration(model.preprocessing)} (weights unchanged)")
     if args.bags:
         pairs, _ = _pairs_for_model(args, meta, model.preprocessing, progress=not args.quiet)
         if pairs is None:
@@ -209,6 +215,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     model_id = model.save(out, meta)
     print(json.dumps({"model_dir": str(out), "model_id": model_id, "previous_model_id": old_id, "decision": d}))
     return 0
+
+
+def _registration(pre) -> str:
+    if not pre.register_max_shift:
+        return "off"
+    return (f"on, shifts up to {pre.register_max_shift:g} of the frame "
+            f"({pre.register_max_shift * pre.input_size:.1f} px at {pre.input_size})")
 
 
 def _torch_threads(n: int) -> None:
@@ -342,6 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=10,
                     help="without bags: seed of the pairs (the `val` split holds training combinations only; "
                          "10 keeps them apart from the own validation pairs of train-synthetic seeds 0-9)")
+    sp.add_argument("--register-max-shift", type=float,
+                    help="set the model's after-frame registration first (preprocessing.register_max_shift: "
+                         "the largest camera shift undone, as a fraction of the frame; 0 = off); the weights "
+                         "stay as they are and the operating point is chosen under it")
     sp.add_argument("--out", help="write the calibrated model here instead")
     sp.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = all cores")
     topics(sp)

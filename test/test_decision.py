@@ -122,6 +122,15 @@ def test_calibrate_cli_rewrites_a_synthetic_model_and_refuses_others(tmp_path, t
     assert (meta["model_id"] == meta["weights_id"]) == (d["none_logit_bias"] == 0.0)
     assert meta["weights_id"] == trained["weights_id"] and meta["training"] == trained["training"]
     assert "none logit bias" in proc.stderr
+    # registration switched on for the same weights: stored, named, and the bias chosen under it
+    proc = run_cli("calibrate", str(tmp_path / "m"), "--pairs", "80", "--target", "0.9", "--scenes", "single",
+                   "--register-max-shift", "0.06", "--out", str(tmp_path / "r"))
+    reg = json.loads((tmp_path / "r" / "model.json").read_text())
+    assert reg["preprocessing"]["register_max_shift"] == 0.06 and "registration: on" in proc.stderr
+    assert reg["weights_id"] == meta["weights_id"] and reg["model_id"] not in (meta["model_id"], meta["weights_id"])
+    assert meta["preprocessing"]["register_max_shift"] == 0.0
+    proc = run_cli("calibrate", str(tmp_path / "m"), "--register-max-shift", "0.7", check=False)
+    assert proc.returncode == 2 and "register_max_shift" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("calibrate", str(tiny_model), check=False)  # trained by train(), no synthetic recipe
     assert proc.returncode == 2 and "not made by train-synthetic" in proc.stderr
     proc = run_cli("calibrate", str(tmp_path / "m"), "--target", "0", check=False)

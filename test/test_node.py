@@ -341,6 +341,7 @@ def test_none_logit_bias_parameter_replaces_the_models_operating_point(harness_f
         time.sleep(0.05)
     values = {kv.key: kv.value for kv in h.diagnostics[-1].status[0].values}
     assert values["none_logit_bias"] == "2.5" and values["model"] == offline.model_id
+    assert values["register_max_shift"] == "0.0"  # the tiny model does not register
 
 
 def test_invalid_parameters_are_refused_with_the_reason(tiny_model):

@@ -23,8 +23,8 @@ def predict_pairs(model, pairs: PairSet, device: torch.device | str = "cpu", bat
     device = torch.device(device)
     logits, deltas = [], []
     for i in range(0, len(pairs), batch_size):
-        b = pre.normalise(np.stack([pre.resize(im) for im in pairs.before[i:i + batch_size]])).to(device)
-        a = pre.normalise(np.stack([pre.resize(im) for im in pairs.after[i:i + batch_size]])).to(device)
+        b, a = pre.prepare_pairs(pairs.before[i:i + batch_size], pairs.after[i:i + batch_size])
+        b, a = b.to(device), a.to(device)
         out = model(b, a)
         logits.append(out.logits.float().cpu().numpy())
         deltas.append(out.delta.float().cpu().numpy())

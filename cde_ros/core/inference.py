@@ -24,10 +24,12 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 @dataclass
 class EncodedFrame:
-    """The projected tokens of one frame (on the model's device) and how long encoding took."""
+    """The projected tokens of one frame (on the model's device), the resized frame they came
+    from (an after frame is registered to it) and how long encoding took."""
 
     encoding: Encoding
     ms: float
+    image: np.ndarray | None = None
 
 
 @dataclass
@@ -60,7 +62,7 @@ class Predictor:
             bias = check_bias(none_logit_bias, "Predictor")
             self.model.decision = {"none_logit_bias": bias,
                                    "replaced": f"model.json has {self.model.none_logit_bias:g}"}
-            self.model_id = model_id_for(self.model_dir / WEIGHTS_FILE, bias)
+            self.model_id = model_id_for(self.model_dir / WEIGHTS_FILE, bias, self.preprocessing.register_max_shift)
         if precision == "auto":
             precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if self.device.type == "cuda" else "fp32"
         if precision != "fp32" and self.device.type != "cuda":
@@ -88,21 +90,35 @@ class Predictor:
             torch.cuda.synchronize(self.device)
 
     @torch.inference_mode()
-    def encode(self, rgb: np.ndarray) -> EncodedFrame:
-        """Encode one HxWx3 uint8 RGB frame (any size: it is resized like in training)."""
+    def encode(self, rgb: np.ndarray, reference: EncodedFrame | None = None) -> EncodedFrame:
+        """Encode one HxWx3 uint8 RGB frame (any size: it is resized like in training). An after
+        frame is registered to its `reference` (the encoded before frame) first when the model's
+        preprocessing registers pairs."""
         t0 = time.perf_counter()
-        x = self.preprocessing.prepare([rgb]).to(self.device)
+        pre = self.preprocessing
+        image = pre.resize(rgb)
+        if reference is not None:
+            image = pre.register(reference.image, image)
+        x = pre.normalise(image).to(self.device)
         with self._autocast():
             enc = self.model.encode(x)
         self._sync()
-        return EncodedFrame(enc, (time.perf_counter() - t0) * 1e3)
+        return EncodedFrame(enc, (time.perf_counter() - t0) * 1e3, image)
 
     @torch.inference_mode()
     def classify(self, before: Image, after: Image) -> Prediction:
-        """One pair; either side may be an RGB array or an `EncodedFrame` from `encode`."""
+        """One pair. `before` may be an RGB array or an `EncodedFrame` from `encode` (the node
+        encodes it when the event starts); `after` too, unless the model registers pairs (the
+        after frame must then be registered to the before frame before it is encoded)."""
         t0 = time.perf_counter()
         eb = before if isinstance(before, EncodedFrame) else self.encode(before)
-        ea = after if isinstance(after, EncodedFrame) else self.encode(after)
+        if isinstance(after, EncodedFrame):
+            if self.preprocessing.register_max_shift:
+                raise ValueError("this model registers the after frame to the before frame "
+                                 "(preprocessing.register_max_shift); pass the after frame as an image")
+            ea = after
+        else:
+            ea = self.encode(after, reference=eb)
         t1 = time.perf_counter()
         with self._autocast():
             out = self.model.head(eb.encoding, ea.encoding)
@@ -121,8 +137,8 @@ class Predictor:
         pre = self.preprocessing
         for i in range(0, len(befores), batch_size):
             t0 = time.perf_counter()
-            b = pre.prepare(list(befores[i:i + batch_size])).to(self.device)
-            a = pre.prepare(list(afters[i:i + batch_size])).to(self.device)
+            b, a = pre.prepare_pairs(list(befores[i:i + batch_size]), list(afters[i:i + batch_size]))
+            b, a = b.to(self.device), a.to(self.device)
             with self._autocast():
                 out = self.model(b, a)
             probs = self.model.decide(out.logits.float()).softmax(-1).cpu().numpy()

@@ -289,7 +289,7 @@ class CausalDeltaModel(nn.Module):
         os.chmod(tmp_w, 0o644)  # save_file writes a new file (0600), not into the one _tmp_path made
         weights_hash = _sha256(tmp_w)  # read once for both ids
         weights_id = weights_hash.hexdigest()[:16]
-        model_id = _model_id(weights_hash, self.none_logit_bias)
+        model_id = _model_id(weights_hash, self.none_logit_bias, self.preprocessing.register_max_shift)
         config = asdict(self.config)
         meta = {
             "format_version": FORMAT_VERSION,
@@ -370,17 +370,21 @@ def _tmp_path(directory: Path, name: str) -> Path:
     return Path(p)
 
 
-def model_id_for(weights: Path, none_logit_bias: float) -> str:
-    """The model id names what a model answers: its weights file, and its `none` operating point
-    when that is not 0 (so a bias 0 model's id is its weights' hash, `weights_id`)."""
-    return _model_id(_sha256(weights), none_logit_bias)
+def model_id_for(weights: Path, none_logit_bias: float, register_max_shift: float = 0.0) -> str:
+    """The model id names what a model answers: its weights file, its `none` operating point
+    when that is not 0, and its after-frame registration when that is on (so a plain model's id
+    is its weights' hash, `weights_id`)."""
+    return _model_id(_sha256(weights), none_logit_bias, register_max_shift)
 
 
-def _model_id(weights_hash: "hashlib._Hash", none_logit_bias: float) -> str:
-    """First 16 hex digits of sha256(weights file bytes [+ the bias, when not 0])."""
+def _model_id(weights_hash: "hashlib._Hash", none_logit_bias: float, register_max_shift: float = 0.0) -> str:
+    """First 16 hex digits of sha256(weights file bytes [+ the bias, when not 0]
+    [+ the registration bound, when not 0])."""
     h = weights_hash.copy()
     if none_logit_bias:
         h.update(f"none_logit_bias={float(none_logit_bias)!r}".encode())
+    if register_max_shift:
+        h.update(f"register_max_shift={float(register_max_shift)!r}".encode())
     return h.hexdigest()[:16]
 
 

@@ -1,8 +1,10 @@
-"""The one preprocessing path from an RGB frame to a model input tensor. The trainer, the
-evaluator, the benchmark and the node all call `prepare`, so they cannot drift apart."""
+"""The one preprocessing path from RGB frames to model input tensors. The trainer, the
+evaluator, the benchmark and the node all go through `Preprocessing` (`resize`, `register`,
+`normalise_pair`), so they cannot drift apart."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -16,18 +18,33 @@ class Preprocessing:
     """How a frame becomes a model input. Stored in the model's JSON.
 
     The whole frame is resized (no crop: the manipulated object may be anywhere) to
-    `input_size` x `input_size` with area interpolation, scaled to [0, 1] and normalised."""
+    `input_size` x `input_size` with area interpolation, scaled to [0, 1] and normalised.
+
+    With `register_max_shift` > 0 the resized after frame of a pair is first registered to the
+    resized before frame: the camera translation between them is estimated by phase correlation
+    (whole frame, Hann window) and undone, unless it is larger than `register_max_shift` times
+    the input size on either axis (then the estimate is taken to be wrong, e.g. locked onto a
+    pushed object, and the frame is left as it is). A shaking arm-mounted camera then no longer
+    looks like every object moved a little."""
 
     input_size: int = 128
     mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)
     std: tuple[float, float, float] = field(default=IMAGENET_STD)
+    register_max_shift: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.register_max_shift <= 0.5:
+            raise ValueError(f"register_max_shift is a fraction of the input size in [0, 0.5], "
+                             f"got {self.register_max_shift}")
 
     def to_json(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict) -> "Preprocessing":
-        return cls(input_size=int(data["input_size"]), mean=tuple(data["mean"]), std=tuple(data["std"]))
+        """Model files written before registration existed have no `register_max_shift`: 0."""
+        return cls(input_size=int(data["input_size"]), mean=tuple(data["mean"]), std=tuple(data["std"]),
+                   register_max_shift=float(data.get("register_max_shift", 0.0)))
 
     def resize(self, rgb: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 -> SxSx3 uint8 (what the trainer caches)."""
@@ -52,5 +69,52 @@ class Preprocessing:
         return (x - mean) / std
 
     def prepare(self, images: list[np.ndarray]):
-        """List of RGB frames of any size -> normalised N x 3 x S x S tensor."""
+        """List of RGB frames of any size -> normalised N x 3 x S x S tensor (no registration:
+        that needs the pair; see `prepare_pairs`)."""
         return self.normalise(np.stack([self.resize(im) for im in images]))
+
+    def register(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+        """The resized `after` frame moved onto the resized `before` frame (see the class
+        docstring); `after` itself when registration is off or the shift is out of bounds."""
+        if not self.register_max_shift:
+            return after
+        dx, dy = estimate_shift(before, after)
+        limit = self.register_max_shift * self.input_size
+        if not (np.isfinite(dx) and np.isfinite(dy)) or max(abs(dx), abs(dy)) > limit:
+            return after
+        m = np.float32([[1, 0, -dx], [0, 1, -dy]])
+        return cv2.warpAffine(after, m, (after.shape[1], after.shape[0]), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REFLECT)
+
+    def register_batch(self, before, after):
+        """N x S x S x 3 uint8 batches (numpy or torch): the after frames registered pair by pair."""
+        if not self.register_max_shift:
+            return after
+        b, a = np.asarray(before), np.asarray(after)
+        return np.stack([self.register(b[i], a[i]) for i in range(len(a))])
+
+    def normalise_pair(self, before, after):
+        """Resized N x S x S x 3 uint8 before/after batches -> the two normalised tensors, the
+        after frames registered to the before frames. Training, evaluation and inference use it."""
+        return self.normalise(before), self.normalise(self.register_batch(before, after))
+
+    def prepare_pairs(self, befores: list[np.ndarray], afters: list[np.ndarray]):
+        """Before and after RGB frames of any size -> the two normalised tensors."""
+        return self.normalise_pair(np.stack([self.resize(im) for im in befores]),
+                                   np.stack([self.resize(im) for im in afters]))
+
+
+@lru_cache(maxsize=8)
+def _hann(width: int, height: int) -> np.ndarray:
+    return cv2.createHanningWindow((width, height), cv2.CV_32F)
+
+
+def estimate_shift(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
+    """(dx, dy) in pixels such that `after` is `before` moved by (dx, dy): phase correlation of
+    the grey frames under a Hann window (sub-pixel; robust to a global gain change)."""
+    if before.shape != after.shape:
+        raise ValueError(f"cannot register frames of different shapes {before.shape} and {after.shape}")
+    gb = cv2.cvtColor(before, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    ga = cv2.cvtColor(after, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    (dx, dy), _ = cv2.phaseCorrelate(gb, ga, _hann(gb.shape[1], gb.shape[0]))
+    return float(dx), float(dy)

@@ -234,7 +234,7 @@ def train(train_pairs: PairSet, val_pairs: PairSet | None, labels: list[str], mo
         for i in bar:
             idx = order[i:i + cfg.batch_size]
             b, a, y = before_all[idx], after_all[idx], y_all[idx]
-            xb, xa = pre.normalise(b), pre.normalise(a)
+            xb, xa = pre.normalise_pair(b, a)
             if cfg.augment:
                 xb, xa, y = _augment(xb, xa, y, flip_map, gen)
             xb, xa, y = xb.to(device, non_blocking=True), xa.to(device, non_blocking=True), y.to(device)

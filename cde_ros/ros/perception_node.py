@@ -291,7 +291,8 @@ class PerceptionNode(LifecycleNode):
                                         none_logit_bias=None if bias < 0 else bias)
             self._predictor.release()
             self.get_logger().info(f"model {self._predictor.model_id} from {model_dir}: labels {self._predictor.labels}, "
-                                   f"none logit bias {self._predictor.none_logit_bias:g}, "
+                                   f"none logit bias {self._predictor.none_logit_bias:g}, after-frame registration "
+                                   f"up to {self._predictor.preprocessing.register_max_shift:g} of the frame, "
                                    f"device {self._predictor.device}, precision {self._predictor.precision}")
         except (ModelFileError, FileNotFoundError, RuntimeError, ValueError) as exc:
             self._model_error = str(exc)
@@ -503,6 +504,7 @@ class PerceptionNode(LifecycleNode):
             "device": st.hardware_id,
             "model": self._predictor.model_id if self._predictor is not None else "",
             "none_logit_bias": self._predictor.none_logit_bias if self._predictor is not None else "",
+            "register_max_shift": self._predictor.preprocessing.register_max_shift if self._predictor is not None else "",
             **{f"latency_ms_{k}": round(v, 2) for k, v in self._latency.percentiles().items()},
             **{f"pairing_{k}": v for k, v in pairing_errors.items()},
         }
