@@ -191,7 +191,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             model.preprocessing = replace(model.preprocessing, register_max_shift=args.register_max_shift)
         except ValueError as exc:
             _fail(f"--register-max-shift: {exc}")
-        _log(f"after-frame registration: {_registration(model.preprocessing)} (weights unchanged)")
+        _log(f"after-frame registration: {model.preprocessing.describe_registration()} (weights unchanged)")
     if args.bags:
         pairs, _ = _pairs_for_model(args, meta, model.preprocessing, progress=not args.quiet)
         if pairs is None:
@@ -215,13 +215,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     model_id = model.save(out, meta)
     print(json.dumps({"model_dir": str(out), "model_id": model_id, "previous_model_id": old_id, "decision": d}))
     return 0
-
-
-def _registration(pre) -> str:
-    if not pre.register_max_shift:
-        return "off"
-    return (f"on, shifts up to {pre.register_max_shift:g} of the frame "
-            f"({pre.register_max_shift * pre.input_size:.1f} px at {pre.input_size})")
 
 
 def _torch_threads(n: int) -> None:

@@ -126,7 +126,7 @@ def test_calibrate_cli_rewrites_a_synthetic_model_and_refuses_others(tmp_path, t
     proc = run_cli("calibrate", str(tmp_path / "m"), "--pairs", "80", "--target", "0.9", "--scenes", "single",
                    "--register-max-shift", "0.06", "--out", str(tmp_path / "r"))
     reg = json.loads((tmp_path / "r" / "model.json").read_text())
-    assert reg["preprocessing"]["register_max_shift"] == 0.06 and "registration: on" in proc.stderr
+    assert reg["preprocessing"]["register_max_shift"] == 0.06 and "registration: camera shifts up to 0.06" in proc.stderr
     assert reg["weights_id"] == meta["weights_id"] and reg["model_id"] not in (meta["model_id"], meta["weights_id"])
     assert meta["preprocessing"]["register_max_shift"] == 0.0
     proc = run_cli("calibrate", str(tmp_path / "m"), "--register-max-shift", "0.7", check=False)

@@ -68,6 +68,8 @@ def test_the_bound_is_checked_and_stored():
         Preprocessing(128, register_max_shift=-0.1)
     pre = Preprocessing(96, register_max_shift=0.05)
     assert Preprocessing.from_json(json.loads(json.dumps(pre.to_json()))) == pre
+    assert pre.describe_registration() == "camera shifts up to 0.05 of the frame (4.8 px at 96 px) undone"
+    assert Preprocessing(96).describe_registration() == "off"
     old = {k: v for k, v in pre.to_json().items() if k != "register_max_shift"}  # a model file from before
     assert Preprocessing.from_json(old).register_max_shift == 0.0
 

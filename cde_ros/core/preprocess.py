@@ -46,6 +46,13 @@ class Preprocessing:
         return cls(input_size=int(data["input_size"]), mean=tuple(data["mean"]), std=tuple(data["std"]),
                    register_max_shift=float(data.get("register_max_shift", 0.0)))
 
+    def describe_registration(self) -> str:
+        """For logs: `off`, or the bound as a fraction and in pixels."""
+        if not self.register_max_shift:
+            return "off"
+        return (f"camera shifts up to {self.register_max_shift:g} of the frame "
+                f"({self.register_max_shift * self.input_size:.1f} px at {self.input_size} px) undone")
+
     def resize(self, rgb: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 -> SxSx3 uint8 (what the trainer caches)."""
         if rgb.ndim != 3 or rgb.shape[2] != 3:

@@ -291,8 +291,8 @@ class PerceptionNode(LifecycleNode):
                                         none_logit_bias=None if bias < 0 else bias)
             self._predictor.release()
             self.get_logger().info(f"model {self._predictor.model_id} from {model_dir}: labels {self._predictor.labels}, "
-                                   f"none logit bias {self._predictor.none_logit_bias:g}, after-frame registration "
-                                   f"up to {self._predictor.preprocessing.register_max_shift:g} of the frame, "
+                                   f"none logit bias {self._predictor.none_logit_bias:g}, after-frame registration: "
+                                   f"{self._predictor.preprocessing.describe_registration()}, "
                                    f"device {self._predictor.device}, precision {self._predictor.precision}")
         except (ModelFileError, FileNotFoundError, RuntimeError, ValueError) as exc:
             self._model_error = str(exc)
