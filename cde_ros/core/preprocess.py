@@ -75,11 +75,6 @@ class Preprocessing:
         std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std
 
-    def prepare(self, images: list[np.ndarray]):
-        """List of RGB frames of any size -> normalised N x 3 x S x S tensor (no registration:
-        that needs the pair; see `prepare_pairs`)."""
-        return self.normalise(np.stack([self.resize(im) for im in images]))
-
     def register(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
         """The resized `after` frame moved onto the resized `before` frame (see the class
         docstring); `after` itself when registration is off or the shift is out of bounds."""
