@@ -35,6 +35,18 @@ def cmd_record_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_record_sim(args: argparse.Namespace) -> int:
+    from .sim.record import SimRecordConfig, record_sim
+
+    cfg = SimRecordConfig(episodes=args.episodes, split=args.split, style=args.style, seed=args.seed,
+                          none_fraction=args.none_fraction, storage=args.storage, image_format=args.image,
+                          width=args.width, height=args.height, rate_hz=args.rate, image_topic=args.image_topic,
+                          event_topic=args.event_topic, first_episode=args.first_episode)
+    info = record_sim(args.out_bag, cfg, progress=not args.quiet, log=_log)
+    print(json.dumps(info))
+    return 0
+
+
 def _split_by_event(pairs, fraction: float, seed: int):
     n = len(pairs)
     if fraction <= 0 or n < 4:
@@ -300,6 +312,31 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_record_synthetic)
 
+    sp = sub.add_parser("record-sim", help="record simulated robot manipulations (MuJoCo, headless) as a rosbag2")
+    sp.add_argument("out_bag")
+    sp.add_argument("--episodes", type=int, default=20)
+    sp.add_argument("--split", choices=["train", "val", "comp", "syst"], default="train",  # sim.tasks.SPLITS
+                    help="train/val: training object-action combinations; comp: held-out combinations; "
+                         "syst: held-out object classes")
+    sp.add_argument("--style", choices=["train", "heldout"], default="train",  # sim.styles.DOMAINS
+                    help="scene style: heldout = room textures, lighting and camera placements never used in "
+                         "training (a new robot cell)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--none-fraction", type=float, default=0.2, help="share of failed attempts (label none)")
+    sp.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
+    sp.add_argument("--image", choices=["raw", "compressed", "both"], default="raw",
+                    help="camera messages: raw sensor_msgs/Image rgb8, JPEG CompressedImage on <topic>/compressed, "
+                         "or both")
+    sp.add_argument("--width", type=int, default=640)
+    sp.add_argument("--height", type=int, default=480)
+    sp.add_argument("--rate", type=float, default=10.0, help="camera frame rate, Hz (only these frames are rendered)")
+    sp.add_argument("--first-episode", type=int, default=0,
+                    help="index of the first episode: bags of one split and seed made in pieces do not repeat")
+    sp.add_argument("--image-topic", default=DEFAULT_IMAGE_TOPIC)
+    sp.add_argument("--event-topic", default=DEFAULT_EVENT_TOPIC)
+    sp.add_argument("--quiet", action="store_true")
+    sp.set_defaults(func=cmd_record_sim)
+
     sp = sub.add_parser("train", help="train a model from rosbag2 recordings")
     sp.add_argument("bags", nargs="+")
     sp.add_argument("--out", required=True, help="model directory to write")
@@ -387,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .core.bags import BagError
     from .core.model import ModelFileError
+    from .sim.gl import GLError
 
     args = build_parser().parse_args(argv)
     try:
@@ -395,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         _log("interrupted (a training run continues with --resume)")
         return 130
     # bad input (bags, labels, config, model files, an existing output): one sentence, exit 2, no traceback
-    except (BagError, ModelFileError, ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (BagError, ModelFileError, GLError, ValueError, FileNotFoundError, FileExistsError) as exc:
         _fail(str(exc))
 
 

@@ -62,73 +62,128 @@ class RecordConfig:
     latency_s: tuple[float, float] = (0.004, 0.02)  # camera stamp -> recording time
 
 
+IMAGE_FORMATS = ("raw", "compressed", "both")
+
+
+class BagWriter:
+    """A rosbag2 recording in the contract's layout: camera frames as `sensor_msgs/Image` (rgb8)
+    on the image topic and/or `sensor_msgs/CompressedImage` (JPEG) on `<image topic>/compressed`,
+    events (`std_msgs/String` JSON) on the event topic, and any extra JSON topics. Each message
+    is logged at its stamp plus a small random delay (a camera's transport), written in log-time
+    order. Use as a context manager; a directory that exists is refused (rosbag2 never
+    overwrites)."""
+
+    def __init__(self, out: str | Path, storage: str = "mcap", image_topic: str = DEFAULT_IMAGE_TOPIC,
+                 event_topic: str = DEFAULT_EVENT_TOPIC, image_format: str = "raw",
+                 frame_id: str = "camera_optical_frame", json_topics: tuple[str, ...] = (),
+                 latency_s: tuple[float, float] = (0.004, 0.02), seed: int = 0, jpeg_quality: int = 90) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        if storage not in ("mcap", "sqlite3"):
+            raise ValueError(f"storage must be mcap or sqlite3, got {storage!r}")
+        if image_format not in IMAGE_FORMATS:
+            raise ValueError(f"image format must be one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}")
+        self.out = Path(out)
+        if self.out.exists():
+            raise FileExistsError(f"{self.out} exists; rosbag2 writers never overwrite")
+        ts = _typestore()
+        self._ts = ts
+        self._types = {k: ts.types[k] for k in ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage",
+                                                 "std_msgs/msg/Header", "builtin_interfaces/msg/Time",
+                                                 STRING_TYPE)}
+        self.frame_id, self.jpeg_quality = frame_id, jpeg_quality
+        self._latency = latency_s
+        self._rng = np.random.default_rng(seed + 99)
+        self._writer = Writer(self.out, version=9,
+                              storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
+        self._writer.open()
+        w = self._writer
+        self._img = (w.add_connection(image_topic, "sensor_msgs/msg/Image", typestore=ts)
+                     if image_format in ("raw", "both") else None)
+        self._cmp = (w.add_connection(image_topic.rstrip("/") + "/compressed", "sensor_msgs/msg/CompressedImage",
+                                      typestore=ts) if image_format in ("compressed", "both") else None)
+        self._ev = w.add_connection(event_topic, STRING_TYPE, typestore=ts)
+        self._json = {t: w.add_connection(t, STRING_TYPE, typestore=ts) for t in json_topics}
+        self._pending: list[tuple[int, int, Any, bytes]] = []  # (log time, seq, connection, data)
+        self._seq = 0
+        self.counts = {"frames": 0, "events": 0, "bytes": 0}
+
+    def _push(self, log_ns: int, conn, data: bytes) -> None:
+        heapq.heappush(self._pending, (log_ns, self._seq, conn, data))
+        self._seq += 1
+        self.counts["bytes"] += len(data)
+
+    def _flush(self, upto: int | None) -> None:
+        while self._pending and (upto is None or self._pending[0][0] <= upto):
+            t, _, conn, data = heapq.heappop(self._pending)
+            self._writer.write(conn, t, data)
+
+    def _header(self, stamp_ns: int):
+        sec, nanosec = stamps.from_ns(stamp_ns)
+        return self._types["std_msgs/msg/Header"](stamp=self._types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
+                                                  frame_id=self.frame_id)
+
+    def frame(self, stamp_ns: int, rgb: np.ndarray) -> None:
+        header = self._header(stamp_ns)
+        log_ns = stamp_ns + int(self._rng.uniform(*self._latency) * 1e9)
+        if self._img is not None:
+            h, w, enc, step, data = rgb_to_raw(rgb)
+            Image = self._types["sensor_msgs/msg/Image"]
+            msg = Image(header=header, height=h, width=w, encoding=enc, is_bigendian=0, step=step,
+                        data=np.frombuffer(data, np.uint8))
+            self._push(log_ns, self._img, self._ts.serialize_cdr(msg, Image.__msgtype__))
+        if self._cmp is not None:
+            CompressedImage = self._types["sensor_msgs/msg/CompressedImage"]
+            msg = CompressedImage(header=header, format="jpeg",
+                                  data=np.frombuffer(rgb_to_jpeg(rgb, self.jpeg_quality), np.uint8))
+            self._push(log_ns + 1000, self._cmp, self._ts.serialize_cdr(msg, CompressedImage.__msgtype__))
+        self.counts["frames"] += 1
+        self._flush(stamp_ns - 200_000_000)
+
+    def _string(self, conn, log_ns: int, text: str) -> None:
+        self._push(log_ns, conn, self._ts.serialize_cdr(self._types[STRING_TYPE](data=text), STRING_TYPE))
+
+    def event(self, event: EventPhase) -> None:
+        """An event phase, logged 1 ms after its stamp."""
+        self._string(self._ev, event.stamp_ns + 1_000_000, event.to_json())
+        self.counts["events"] += 1
+
+    def json(self, topic: str, stamp_ns: int, payload: dict) -> None:
+        self._string(self._json[topic], stamp_ns + 1_000_000, json.dumps(payload))
+
+    def close(self) -> None:
+        self._flush(None)
+        self._writer.close()
+
+    def __enter__(self) -> "BagWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def record_synthetic(out: str | Path, cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
     """Write a rosbag2 with the synthetic camera stream and its labelled events."""
-    from rosbags.rosbag2 import StoragePlugin, Writer
     from tqdm.auto import tqdm
 
     from .synthetic import SceneConfig, StreamConfig, stream
 
-    if cfg.storage not in ("mcap", "sqlite3"):
-        raise ValueError(f"storage must be mcap or sqlite3, got {cfg.storage!r}")
     if cfg.scenes not in ("single", "cluttered"):
         raise ValueError(f"scenes must be single or cluttered, got {cfg.scenes!r}")
-    out = Path(out)
-    if out.exists():
-        raise FileExistsError(f"{out} exists; rosbag2 writers never overwrite")
-    ts = _typestore()
-    Image = ts.types["sensor_msgs/msg/Image"]
-    CompressedImage = ts.types["sensor_msgs/msg/CompressedImage"]
-    Header = ts.types["std_msgs/msg/Header"]
-    Time = ts.types["builtin_interfaces/msg/Time"]
-    String = ts.types["std_msgs/msg/String"]
-    rng = np.random.default_rng(cfg.seed + 99)
-    plugin = StoragePlugin.MCAP if cfg.storage == "mcap" else StoragePlugin.SQLITE3
-    counts = {"frames": 0, "events": 0}
-    with Writer(out, version=9, storage_plugin=plugin) as writer:
-        img_conn = writer.add_connection(cfg.image_topic, Image.__msgtype__, typestore=ts)
-        cmp_conn = (writer.add_connection(cfg.image_topic.rstrip("/") + "/compressed", CompressedImage.__msgtype__,
-                                          typestore=ts) if cfg.compressed else None)
-        ev_conn = writer.add_connection(cfg.event_topic, String.__msgtype__, typestore=ts)
-        pending: list[tuple[int, int, Any, bytes]] = []  # (log time, seq, connection, data)
-        seq = 0
-
-        def flush(upto: int | None) -> None:
-            while pending and (upto is None or pending[0][0] <= upto):
-                t, _, conn, data = heapq.heappop(pending)
-                writer.write(conn, t, data)
-
+    with BagWriter(out, cfg.storage, cfg.image_topic, cfg.event_topic, "both" if cfg.compressed else "raw",
+                   cfg.frame_id, latency_s=cfg.latency_s, seed=cfg.seed) as writer:
         items = stream(cfg.split, cfg.events, SceneConfig(clutter=cfg.scenes == "cluttered", size=cfg.size),
                        StreamConfig(rate_hz=cfg.rate_hz), seed=cfg.seed)
-        bar = tqdm(total=cfg.events, desc=f"recording {out.name}", unit="event", disable=not progress)
+        bar = tqdm(total=cfg.events, desc=f"recording {Path(out).name}", unit="event", disable=not progress)
         for kind, stamp_ns, item in items:
-            sec, nanosec = stamps.from_ns(stamp_ns)
             if kind == "frame":
-                header = Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=cfg.frame_id)
-                h, w, enc, step, data = rgb_to_raw(item)
-                msg = Image(header=header, height=h, width=w, encoding=enc, is_bigendian=0, step=step,
-                            data=np.frombuffer(data, np.uint8))
-                log_t = stamp_ns + int(rng.uniform(*cfg.latency_s) * 1e9)
-                heapq.heappush(pending, (log_t, seq, img_conn, ts.serialize_cdr(msg, Image.__msgtype__)))
-                seq += 1
-                if cmp_conn is not None:
-                    cmsg = CompressedImage(header=header, format="jpeg",
-                                           data=np.frombuffer(rgb_to_jpeg(item), np.uint8))
-                    heapq.heappush(pending, (log_t + 1000, seq, cmp_conn,
-                                             ts.serialize_cdr(cmsg, CompressedImage.__msgtype__)))
-                    seq += 1
-                counts["frames"] += 1
+                writer.frame(stamp_ns, item)
             else:
-                ev = EventPhase(item.phase, item.event_id, item.stamp_ns, item.action)
-                heapq.heappush(pending, (stamp_ns + 1_000_000, seq, ev_conn,
-                                         ts.serialize_cdr(String(data=ev.to_json()), STRING_TYPE)))
-                seq += 1
-                counts["events"] += 1
+                writer.event(EventPhase(item.phase, item.event_id, item.stamp_ns, item.action))
                 if item.phase == "end":
                     bar.update(1)
-            flush(stamp_ns - 200_000_000)
-        flush(None)
         bar.close()
+        counts = {k: writer.counts[k] for k in ("frames", "events")}
     return {"bag": str(out), **counts, **{k: v for k, v in asdict(cfg).items() if k != "latency_s"}}
 
 

@@ -1,0 +1,145 @@
+"""Scene styles: what a robot cell looks like apart from the objects in it.
+
+A style fixes the room's materials (floor, walls, counter), the lighting (a key light with
+shadows, a fill light, ambient; its direction, colour and strength) and where the camera is.
+Two style domains are drawn from disjoint families:
+
+- `train`: wood / tile / checker floors, plaster / tile / wallpaper walls, wood / marble /
+  laminate counters; white-to-warm key light from above the camera side; cameras in front,
+  front-left, front-right or high.
+- `heldout`: concrete floors, brick walls, granite / brushed-steel counters; tinted key light
+  low from the side; cameras low and far to the side, or nearly top-down. None of these is ever
+  drawn for training pairs: it stands in for a new robot cell.
+
+Per episode a style is drawn from its domain's families with random colours, angles and
+distances, so a domain is a distribution, not a handful of scenes.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+DOMAINS = ("train", "heldout")
+
+
+@dataclass(frozen=True)
+class Surface:
+    family: str  # textures.FAMILIES
+    colors: tuple[tuple[int, int, int], ...]
+    repeat: tuple[float, float]
+    specular: float
+    shininess: float
+
+
+@dataclass(frozen=True)
+class Lighting:
+    key_azimuth: float  # radians, 0 = from the camera's side of the counter, + = from the right
+    key_elevation: float  # radians above the horizon
+    key_rgb: tuple[float, float, float]  # diffuse colour x intensity
+    fill: float  # fill light strength (no shadows)
+    ambient: float
+    drift: float  # relative change of the key light between the before and the after view
+
+
+@dataclass(frozen=True)
+class CameraPlacement:
+    name: str
+    azimuth: float  # radians around the counter, 0 = straight in front
+    elevation: float  # radians above the horizon
+    distance: float  # relative distance: 1 = the fixture's view_width fills the image's width
+    fovy: float  # degrees
+    look_offset: tuple[float, float, float]  # look-at point relative to the work area's centre
+    shake: float  # std of the camera's shake between frames while the arm moves (metres)
+
+
+@dataclass(frozen=True)
+class Style:
+    domain: str
+    floor: Surface
+    wall: Surface
+    counter: Surface
+    cabinet: Surface  # carcasses of drawers and cabinets standing on the counter
+    lighting: Lighting
+    camera: CameraPlacement
+
+
+def _color(rng, lo=40, hi=230) -> tuple[int, int, int]:
+    return tuple(int(v) for v in rng.integers(lo, hi, 3))
+
+
+def _tone(rng, base: tuple[int, int, int], spread: int = 30) -> tuple[int, int, int]:
+    return tuple(int(np.clip(b + rng.integers(-spread, spread + 1), 0, 255)) for b in base)
+
+
+WOODS = ((170, 120, 75), (120, 80, 50), (200, 160, 110), (95, 60, 40), (185, 140, 95))
+NEUTRALS = ((235, 232, 225), (210, 205, 195), (190, 195, 200), (225, 215, 190), (200, 210, 215))
+
+
+def _surface(rng, family: str, domain: str, kind: str) -> Surface:
+    if family == "wood":
+        colors = (_tone(rng, WOODS[rng.integers(len(WOODS))]),)
+    elif family in ("plaster", "concrete"):
+        colors = (_tone(rng, NEUTRALS[rng.integers(len(NEUTRALS))], 25) if domain == "train" or rng.random() < 0.5
+                  else _color(rng, 90, 200),)
+    elif family == "granite":
+        colors = (_color(rng, 50, 170),)
+    elif family == "brushed":
+        g = int(rng.integers(140, 210))
+        colors = ((g, g, min(255, g + 8)),)
+    else:
+        colors = (_color(rng, 60, 235), _color(rng, 30, 235))
+    rep = {"floor": (4, 4), "wall": (3, 2), "counter": (2, 1), "cabinet": (1, 1)}[kind]
+    jitter = rng.uniform(0.7, 1.4)
+    metal = family == "brushed"
+    return Surface(family, colors, (rep[0] * jitter, rep[1] * jitter),
+                   specular=0.8 if metal else float(rng.uniform(0.1, 0.4)),
+                   shininess=0.8 if metal else float(rng.uniform(0.1, 0.5)))
+
+
+_FAMILIES = {
+    "train": {"floor": ("wood", "tiles", "checker"), "wall": ("plaster", "tiles", "fabric"),
+              "counter": ("wood", "marble", "plaster"), "cabinet": ("wood", "plaster")},
+    "heldout": {"floor": ("concrete",), "wall": ("brick",), "counter": ("granite", "brushed"),
+                "cabinet": ("brushed", "granite")},
+}
+
+# camera placement families: (name, azimuth deg, elevation deg, relative distance, fovy deg)
+_CAMERAS = {
+    "train": (("front", 0, 32, 1.0, 50), ("front_left", -22, 30, 1.0, 50), ("front_right", 22, 30, 1.0, 50),
+              ("high", 0, 50, 1.0, 52)),
+    "heldout": (("low_left", -42, 14, 1.1, 46), ("low_right", 42, 14, 1.1, 46), ("top", 0, 68, 0.95, 58)),
+}
+
+
+def _kelvin_rgb(k: float) -> tuple[float, float, float]:
+    t = (np.clip(k, 2700, 6500) - 2700) / 3800
+    warm, cool = np.array([1.0, 0.8, 0.6]), np.array([0.9, 0.95, 1.0])
+    return tuple(float(v) for v in warm * (1 - t) + cool * t)
+
+
+def sample_style(rng: np.random.Generator, domain: str = "train") -> Style:
+    if domain not in DOMAINS:
+        raise ValueError(f"style domain must be one of {DOMAINS}, got {domain!r}")
+    fam = _FAMILIES[domain]
+    pick = lambda kind: _surface(rng, fam[kind][rng.integers(len(fam[kind]))], domain, kind)  # noqa: E731
+    if domain == "train":
+        az = math.radians(rng.uniform(-60, 60))
+        el = math.radians(rng.uniform(45, 80))
+        rgb = np.array(_kelvin_rgb(rng.uniform(2700, 6500)))
+    else:
+        az = math.radians(rng.choice([-1, 1]) * rng.uniform(70, 110))
+        el = math.radians(rng.uniform(20, 38))
+        tints = np.array([[0.7, 0.85, 1.0], [0.75, 1.0, 0.8], [1.0, 0.75, 0.9], [1.0, 0.95, 0.6]])
+        rgb = tints[rng.integers(len(tints))]
+    lighting = Lighting(az, el, tuple(float(v) for v in rgb * rng.uniform(0.55, 0.9)),
+                        fill=float(rng.uniform(0.15, 0.35)), ambient=float(rng.uniform(0.12, 0.28)),
+                        drift=float(rng.uniform(0.0, 0.12)))
+    name, az_c, el_c, dist, fovy = _CAMERAS[domain][rng.integers(len(_CAMERAS[domain]))]
+    camera = CameraPlacement(
+        name, math.radians(az_c + rng.uniform(-6, 6)), math.radians(el_c + rng.uniform(-4, 4)),
+        dist * rng.uniform(0.9, 1.12), fovy + float(rng.uniform(-4, 4)),
+        (float(rng.uniform(-0.06, 0.06)), float(rng.uniform(-0.04, 0.04)), float(rng.uniform(-0.04, 0.06))),
+        shake=float(rng.uniform(0.0005, 0.003)))
+    return Style(domain, pick("floor"), pick("wall"), pick("counter"), pick("cabinet"), lighting, camera)

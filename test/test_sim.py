@@ -1,0 +1,204 @@
+"""The MuJoCo household simulator: real scenes rendered headless, real episodes, real bags."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+from cde_ros.core.actions import ACTIONS
+from cde_ros.sim.episodes import Episode, EpisodeError, EpisodeSpec
+from cde_ros.sim.fixtures import CLASSES
+from cde_ros.sim.fixtures.base import FAILURE_MODES
+from cde_ros.sim.scene import Scene, SceneConfig
+from cde_ros.sim.styles import DOMAINS, sample_style
+from cde_ros.sim.tasks import COMPOSITIONAL_HOLDOUT, SPLITS, SYSTEMATIC_CLASSES, Draw, combinations
+
+SMALL = SceneConfig(width=160, height=120, distractors=(1, 2))
+
+
+def _episode(name: str, label: str, attempted: str, seed: int, cfg: SceneConfig = SMALL,
+             failure: str | None = None) -> Episode:
+    for attempt in range(20):
+        rng = np.random.default_rng([seed, attempt])
+        try:
+            ep = Episode(EpisodeSpec(name, label, attempted, failure), sample_style(rng), rng, cfg)
+            ep.check_reach()
+            return ep
+        except EpisodeError:
+            continue
+    raise AssertionError(f"{name} {attempted} could not be played in 20 scenes")
+
+
+def _fixture_pixels(scene: Scene, state: dict) -> np.ndarray:
+    scene.apply(state)
+    return scene.render().astype(np.int16)
+
+
+def test_vocabulary_is_big_enough_and_uses_the_project_actions():
+    actions = {a for cls in CLASSES.values() for a in cls.specs}
+    assert len(CLASSES) >= 14
+    assert actions <= set(ACTIONS) and len(actions) >= 8 and "none" not in actions
+    # every action comes with its opposite
+    from cde_ros.core.actions import OPPOSITE
+    assert all(OPPOSITE[a] in actions for a in actions)
+
+
+@pytest.mark.parametrize("name", sorted(CLASSES))
+def test_every_action_of_every_class_visibly_changes_the_fixture(name):
+    """Set each action's precondition, render; set its result, render: the fixture's pixels
+    change (the arm stays where it is), and the same state renders the same image twice."""
+    rng = np.random.default_rng(11)
+    fixture = CLASSES[name]("f")
+    scene = Scene(fixture, sample_style(rng), rng, SMALL)
+    try:
+        for action, spec in fixture.specs.items():
+            before = fixture.initial_state(action, rng)
+            after = {**before, spec.var: spec.end}
+            if name == "pot" and action in ("open", "close"):
+                after["lz"] = 0.0 if action == "open" else fixture.lz_on
+            a = _fixture_pixels(scene, before)
+            again = _fixture_pixels(scene, before)
+            b = _fixture_pixels(scene, after)
+            assert np.array_equal(a, again), f"{name}: the same state rendered differently"
+            changed = np.mean(np.abs(b - a).max(axis=2) > 12)
+            assert changed > 0.002, f"{name} {action}: only {changed:.4f} of the pixels changed"
+    finally:
+        scene.close()
+
+
+def test_a_successful_episode_changes_the_fixture_and_the_arm_ends_elsewhere():
+    ep = _episode("drawer", "open", "open", seed=3)
+    try:
+        q_start = ep.scene.data.qpos[ep.scene.ik.qpos].copy()
+        frames = list(ep.frames())
+        q_end = ep.scene.data.qpos[ep.scene.ik.qpos].copy()
+    finally:
+        ep.close()
+    planned, real, *_ = ep.state_at(ep.duration)
+    assert ep.state0["open"] == 0.0 and real["open"] == 1.0
+    assert np.abs(q_end - q_start).max() > 0.1  # the arm rests in another pose
+    assert ep.truth.ik_max_error_m < 0.015  # it really held the handle
+    ts = [t for t, _ in frames]
+    assert ts == sorted(ts) and ts[0] < ep.start_s < ep.end_s < ts[-1]
+    assert abs(np.mean(np.diff(ts)) - 0.1) < 0.01  # the camera's 10 Hz
+
+
+@pytest.mark.parametrize("name,attempted,mode", [("drawer", "open", "slip"), ("cabinet", "close", "blocked"),
+                                                 ("lamp", "turn_on", "miss"), ("mug", "fill", "dry"),
+                                                 ("box", "push_left", "touch")])
+def test_a_failed_attempt_moves_the_arm_but_leaves_the_fixture_as_it_was(name, attempted, mode):
+    ep = _episode(name, "none", attempted, seed=5, failure=mode)
+    try:
+        q_start = ep.scene.data.qpos[ep.scene.ik.qpos].copy()
+        real_seen = []
+        for t in np.linspace(0, ep.duration, 60):
+            _, real, *_ = ep.state_at(float(t))
+            real_seen.append(real)
+        for _ in ep.frames():
+            pass
+        q_end = ep.scene.data.qpos[ep.scene.ik.qpos].copy()
+    finally:
+        ep.close()
+    assert ep.failure == mode
+    var = CLASSES[name].specs[attempted].var
+    assert real_seen[-1][var] == ep.state0[var]  # nothing changed in the end
+    moved = max(abs(r[var] - ep.state0[var]) for r in real_seen)
+    assert (moved > 0.02) == (mode == "blocked")  # only a blocked part gives a little on the way
+    assert np.abs(q_end - q_start).max() > 0.1
+
+
+def test_failure_modes_are_defined_for_every_action():
+    for cls in CLASSES.values():
+        for spec in cls.specs.values():
+            assert spec.failures and set(spec.failures) <= set(FAILURE_MODES)
+
+
+def test_splits_hold_out_combinations_and_classes():
+    train, val, comp, syst = (set(combinations(s)) for s in SPLITS)
+    assert train == val and train and comp and syst
+    assert not train & comp and not train & syst and not comp & syst
+    assert comp == set(COMPOSITIONAL_HOLDOUT)
+    assert {c for c, _ in syst} == set(SYSTEMATIC_CLASSES)
+    assert not {c for c, _ in train} & set(SYSTEMATIC_CLASSES)
+    per_action = Counter(a for _, a in train)
+    assert all(per_action[a] >= 2 for a in {a for _, a in comp | syst})  # every held-out action is seen
+    # a split's episodes: its combinations, about none_fraction failed attempts at them
+    draw = Draw("comp", "train", seed=0, none_fraction=0.25)
+    specs = [draw.spec(i) for i in range(200)]
+    assert {(s.obj_class, s.attempted) for s in specs} <= comp
+    assert 0.15 < np.mean([s.action == "none" for s in specs]) < 0.35
+    assert all(s.action in ("none", s.attempted) for s in specs)
+    assert [draw.spec(i) for i in range(5)] == specs[:5]  # deterministic
+
+
+def test_the_held_out_style_shares_no_family_or_camera_placement_with_training():
+    seen = {d: {"floor": set(), "wall": set(), "counter": set(), "camera": set()} for d in DOMAINS}
+    for d in DOMAINS:
+        rng = np.random.default_rng(0)
+        for _ in range(300):
+            s = sample_style(rng, d)
+            seen[d]["floor"].add(s.floor.family)
+            seen[d]["wall"].add(s.wall.family)
+            seen[d]["counter"].add(s.counter.family)
+            seen[d]["camera"].add(s.camera.name)
+    for k in ("floor", "wall", "counter", "camera"):
+        assert seen["train"][k] and seen["heldout"][k] and not seen["train"][k] & seen["heldout"][k], k
+
+
+def test_record_sim_writes_bags_the_trainer_pairs(tmp_path):
+    """Both storages and image formats; the pairs are the episodes, labelled as the ground truth."""
+    from rosbags.rosbag2 import Reader
+    from rosbags.typesys import Stores, get_typestore
+
+    from cde_ros.core.bags import read_pairs
+    from cde_ros.core.pairing import PairingConfig
+    from cde_ros.core.preprocess import Preprocessing
+
+    ts = get_typestore(Stores.ROS2_KILTED)
+    for storage, image, size in (("mcap", "raw", (640, 480)), ("sqlite3", "both", (320, 240))):
+        bag = tmp_path / f"sim_{storage}"
+        proc = run_cli("record-sim", str(bag), "--episodes", "3", "--seed", "4", "--storage", storage, "--image", image,
+                       "--width", str(size[0]), "--height", str(size[1]), "--none-fraction", "0.34", "--quiet")
+        summary = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert summary["episodes"] == 3 and summary["frames"] > 60 and summary["ms_per_frame"] > 0
+        truth, sizes = [], set()
+        with Reader(bag) as reader:
+            topics = {c.topic: c.msgtype for c in reader.connections}
+            assert topics["/cde/event"] == "std_msgs/msg/String"
+            assert ("/camera/image_raw" in topics) == (image in ("raw", "both"))
+            assert ("/camera/image_raw/compressed" in topics) == (image in ("compressed", "both"))
+            for conn, _, raw in reader.messages():
+                msg = ts.deserialize_cdr(raw, conn.msgtype)
+                if conn.topic == "/sim/ground_truth":
+                    truth.append(json.loads(msg.data))
+                elif conn.topic == "/camera/image_raw":
+                    sizes.add((msg.width, msg.height, msg.encoding))
+                    assert msg.header.stamp.sec >= 1  # sim time from 1 s on
+        assert len(truth) == 3 and {t["style"] for t in truth} == {"train"}
+        if image != "compressed":
+            assert sizes == {(*size, "rgb8")}
+        pairs, reports = read_pairs([bag], Preprocessing(64), PairingConfig(), progress=False, log=lambda m: None)
+        assert len(pairs) == 3 and not reports[0].skipped
+        assert pairs.actions == [t["action"] for t in truth] and pairs.event_ids == [t["event_id"] for t in truth]
+
+
+def test_record_sim_refuses_bad_arguments_in_one_sentence(tmp_path):
+    for args, expect in ((["--episodes", "0"], "episodes must be at least 1"), (["--rate", "0"], "camera rate"),
+                         (["--rate", "-5"], "camera rate"), (["--width", "4"], "image size"),
+                         (["--none-fraction", "1.5"], "none_fraction")):
+        proc = run_cli("record-sim", str(tmp_path / "bag"), *args, "--quiet", check=False)
+        assert proc.returncode == 2 and expect in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert not (tmp_path / "bag").exists()
+    (tmp_path / "taken").mkdir()
+    proc = run_cli("record-sim", str(tmp_path / "taken"), "--episodes", "1", "--quiet", check=False)
+    assert proc.returncode == 2 and "exists" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_unusable_gl_backend_is_one_sentence(tmp_path, monkeypatch):
+    monkeypatch.setenv("MUJOCO_GL", "vulkan")
+    proc = run_cli("record-sim", str(tmp_path / "bag"), "--episodes", "1", "--quiet", check=False)
+    assert proc.returncode == 2 and "MUJOCO_GL='vulkan'" in proc.stderr and "Traceback" not in proc.stderr
