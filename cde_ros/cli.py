@@ -13,6 +13,9 @@ from typing import NoReturn
 import numpy as np
 
 
+INIT_SHIPPED = "shipped"  # `--init` without a directory
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -57,11 +60,71 @@ def _split_by_event(pairs, fraction: float, seed: int):
     return pairs.subset(np.sort(order[k:])), pairs.subset(np.sort(order[:k]))
 
 
+def _check_out_dir(out: Path, overwrite: bool, resume: bool) -> None:
+    """Refuse to replace a model or an unfinished training's checkpoint without being asked."""
+    import shutil
+
+    from .core.training import CHECKPOINT_DIR
+
+    if (out / "model.json").is_file() and not overwrite and not resume:
+        try:
+            model_id = json.loads((out / "model.json").read_text()).get("model_id", "?")
+        except (OSError, ValueError, AttributeError):
+            model_id = "?"
+        raise FileExistsError(f"{out} already holds a model (model id {model_id}); give another --out, or --overwrite "
+                              "to replace it")
+    ckpt = out / CHECKPOINT_DIR
+    if ckpt.is_dir() and any(ckpt.iterdir()) and not resume:
+        if not overwrite:
+            raise FileExistsError(f"{out} holds the checkpoint of an unfinished training; --resume continues it, "
+                                  "--overwrite starts again")
+        shutil.rmtree(ckpt)
+
+
+def _resolve_init(args: argparse.Namespace, cfg):
+    """`--init`: (the init model's directory, its meta, cfg with the init's preprocessing unless
+    the config sets it). Refuses a config whose architecture differs from the init model's."""
+    from dataclasses import fields
+
+    from .core.model import ModelConfig, read_meta
+    from .core.paths import shipped_model_dir
+    from .core.preprocess import Preprocessing
+
+    init_dir = shipped_model_dir() if args.init == INIT_SHIPPED else Path(args.init)
+    meta = read_meta(init_dir)
+    try:
+        init_mc = ModelConfig(**{**meta["model_config"], "pretrained_file": "", "pretrained": False})
+        init_pre = Preprocessing.from_json(meta["preprocessing"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"--init {init_dir}: model.json is not a cde_ros model description: {exc}") from None
+    set_keys = cfg.explicit.get("model", frozenset()) - {"top_k", "labels"}
+    differ = [f.name for f in fields(ModelConfig) if f.name in set_keys
+              and f.name not in ("pretrained_file", "pretrained")
+              and getattr(cfg.model, f.name) != getattr(init_mc, f.name)]
+    if differ or (set_keys & {"pretrained_file", "pretrained"} and cfg.model.starts_pretrained):
+        what = ", ".join(f"model.{k}" for k in differ or ["pretrained"])
+        raise ValueError(f"--init {init_dir}: the config sets {what} differently from the init model ("
+                         f"{', '.join(f'{k}={getattr(init_mc, k)!r}' for k in differ) or 'its weights are the start'}"
+                         "); leave them out to train on the init model's architecture")
+    pre_keys = cfg.explicit.get("preprocessing", frozenset())
+    pre = replace(init_pre, **{k: getattr(cfg.preprocessing, k) for k in pre_keys})
+    if pre.input_size != init_pre.input_size:
+        raise ValueError(f"--init {init_dir}: preprocessing.input_size {pre.input_size} differs from the init model's "
+                         f"{init_pre.input_size}; its position embeddings are for {init_pre.input_size} px")
+    return init_dir, meta, replace(cfg, preprocessing=pre)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .core.bags import LabelTable, default_cache_dir, read_pairs
     from .core.training import train
 
+    out = Path(args.out)
+    _check_out_dir(out, args.overwrite, args.resume)
     cfg = _config(args)
+    init_dir = None
+    if args.init:
+        init_dir, init_meta, cfg = _resolve_init(args, cfg)
+        _log(f"starting from {init_dir} (model {init_meta['model_id']}): its backbone, projector and preprocessing")
     labels_table = LabelTable.read(args.labels) if args.labels else None
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
     pairs, reports = read_pairs(args.bags, cfg.preprocessing, cfg.pairing, args.image_topic, args.event_topic,
@@ -70,14 +133,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     if pairs is None:
         _fail("no labelled pairs could be made from " + ", ".join(map(str, args.bags)))
     labels = _label_set(pairs.actions)
+    init, extra = None, {}
+    if init_dir is not None:
+        from .core.model import init_from
+
+        top_k = cfg.model.top_k if "top_k" in cfg.explicit.get("model", ()) else None
+        init, extra["init"] = init_from(init_dir, labels, top_k)
+        init.preprocessing = cfg.preprocessing
+        info = extra["init"]
+        _log(f"classifier: {len(info['labels_kept'])} labels kept from the init model, new: {info['labels_new'] or 'none'}")
     train_pairs, val_pairs = _split_by_event(pairs, cfg.data.val_fraction, cfg.training.seed)
     _log(f"training on {len(train_pairs)} pairs, validating on {len(val_pairs) if val_pairs else 0}; labels {labels}")
-    result = train(train_pairs, val_pairs, labels, cfg.model, cfg.preprocessing, cfg.training, args.out,
-                   resume=args.resume, progress=not args.quiet, log=_log,
+    result = train(train_pairs, val_pairs, labels, cfg.model, cfg.preprocessing, cfg.training, out,
+                   resume=args.resume, progress=not args.quiet, log=_log, init=init,
                    extra_meta={"data": {"bags": [str(b) for b in args.bags], "image_topic": args.image_topic,
                                         "event_topic": args.event_topic, "reports": [asdict(r) for r in reports]},
-                               "pairing": asdict(cfg.pairing)})
-    print(json.dumps({"model_dir": str(args.out), "model_id": result.model_id,
+                               "pairing": asdict(cfg.pairing), **extra})
+    print(json.dumps({"model_dir": str(out), "model_id": result.model_id,
                       "metrics": result.history[-1] if result.history else {}}))
     return 0
 
@@ -166,6 +238,7 @@ def cmd_train_synthetic(args: argparse.Namespace) -> int:
     from .core.dataset import PairSet
     from .core.training import resize_pairs, train
 
+    _check_out_dir(Path(args.out), args.overwrite, args.resume)
     cfg = _config(args)
     pre = cfg.preprocessing
     color_p = TRAIN_RANDOM_COLOR_P if args.random_color_p is None else args.random_color_p
@@ -344,6 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--epochs", type=int, help="override training.epochs")
     sp.add_argument("--device", help="override training.device")
     sp.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    sp.add_argument("--overwrite", action="store_true", help="replace a model (or a checkpoint) already in OUT")
+    sp.add_argument("--init", nargs="?", const=INIT_SHIPPED, metavar="MODEL_DIR",
+                    help="start from a trained model (without a directory: the shipped one): its backbone, projector "
+                         "and preprocessing; the classifier keeps the rows of the labels both share")
     topics(sp)
     sp.set_defaults(func=cmd_train)
 
@@ -367,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--epochs", type=int)
     sp.add_argument("--device")
     sp.add_argument("--resume", action="store_true")
+    sp.add_argument("--overwrite", action="store_true", help="replace a model (or a checkpoint) already in OUT")
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_train_synthetic)
 

@@ -480,6 +480,12 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cde_ros" / "pairs"
 
 
+def _with_env(pairs: PairSet, bag: Path) -> PairSet:
+    """Each bag is its own recording environment (for the environment-invariance loss term)."""
+    pairs.envs = [str(bag)] * len(pairs)
+    return pairs
+
+
 def read_pairs(bags: list[str | Path], pre: Preprocessing, pairing: PairingConfig,
                image_topic: str = DEFAULT_IMAGE_TOPIC, event_topic: str = DEFAULT_EVENT_TOPIC,
                labels: LabelTable | None = None, cache_dir: str | Path | None = None, buffer_s: float = 10.0,
@@ -500,7 +506,7 @@ def read_pairs(bags: list[str | Path], pre: Preprocessing, pairing: PairingConfi
                     report = BagReport(**json.loads(cached_file.with_suffix(".json").read_text()))
                     report.cached = True
                     if report.pairs:
-                        parts.append(PairSet.load(cached_file))
+                        parts.append(_with_env(PairSet.load(cached_file), bag))
                     reports.append(report)
                     log(f"{bag}: {report.pairs} pairs from cache {cached_file}")
                     continue
@@ -518,7 +524,7 @@ def read_pairs(bags: list[str | Path], pre: Preprocessing, pairing: PairingConfi
             log(f"warning: {p}")
         reports.append(report)
         if pairs is not None:
-            parts.append(pairs)
+            parts.append(_with_env(pairs, bag))
         if cached_file is not None and not any("damaged" in p for p in report.problems):
             if pairs is not None:
                 pairs.save(cached_file)

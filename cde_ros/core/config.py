@@ -26,9 +26,14 @@ class Config:
     training: TrainConfig = field(default_factory=TrainConfig)
     pairing: PairingConfig = field(default_factory=PairingConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    # section -> the keys the file or the command line set (the rest are defaults); `train
+    # --init` takes the architecture and preprocessing from the init model unless set here
+    explicit: dict[str, frozenset[str]] = field(default_factory=dict, compare=False)
 
 
 def _build(cls, data: dict[str, Any] | None, where: str):
+    if data is not None and not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping of keys to values, got {data!r}")
     data = dict(data or {})
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
@@ -60,5 +65,14 @@ def load_config(path: str | Path | None = None, overrides: dict[str, dict[str, A
         raise ValueError(f"config {path}: unknown sections {unknown} (known: {sorted(sections)})")
     for name, values in (overrides or {}).items():
         raw.setdefault(name, {}).update(values)
-    return Config(**{name: _build(cls, raw.get(name), f"config {path or '<defaults>'} [{name}]")
-                     for name, cls in sections.items()})
+    built = {}
+    for name, cls in sections.items():
+        where = f"config {path or '<defaults>'} [{name}]"
+        try:
+            built[name] = _build(cls, raw.get(name), where)
+        except TypeError as exc:  # a dataclass given a value it cannot take
+            raise ValueError(f"{where}: {exc}") from None
+        except ValueError as exc:
+            raise ValueError(str(exc) if str(exc).startswith("config ") else f"{where}: {exc}") from None
+    explicit = {name: frozenset(raw[name]) for name in sections if isinstance(raw.get(name), dict)}
+    return Config(**built, explicit=explicit)

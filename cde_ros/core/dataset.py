@@ -14,13 +14,16 @@ import numpy as np
 class PairSet:
     """N before/after pairs (uint8 N x H x W x 3) plus their labels.
 
-    `objects` names the manipulated object class where known (synthetic data), else ""."""
+    `objects` names the manipulated object class where known (synthetic data), else "".
+    `envs` names the recording environment of each pair (the bag it came from, a scene style),
+    which the environment-invariance loss term aligns across; "" when unknown."""
 
     before: np.ndarray
     after: np.ndarray
     actions: list[str]
     objects: list[str] = field(default_factory=list)
     event_ids: list[str] = field(default_factory=list)
+    envs: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.actions)
@@ -28,6 +31,7 @@ class PairSet:
             raise ValueError(f"pair arrays do not match: before {self.before.shape}, after {self.after.shape}, {n} labels")
         self.objects = list(self.objects) or [""] * n
         self.event_ids = list(self.event_ids) or [""] * n
+        self.envs = list(self.envs) or [""] * n
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -35,7 +39,8 @@ class PairSet:
     def subset(self, index) -> "PairSet":
         index = np.asarray(index, dtype=np.int64)
         pick = lambda seq: [seq[i] for i in index]  # noqa: E731
-        return PairSet(self.before[index], self.after[index], pick(self.actions), pick(self.objects), pick(self.event_ids))
+        return PairSet(self.before[index], self.after[index], pick(self.actions), pick(self.objects), pick(self.event_ids),
+                       pick(self.envs))
 
     @staticmethod
     def concat(parts: list["PairSet"]) -> "PairSet":
@@ -44,7 +49,7 @@ class PairSet:
             raise ValueError("no pairs to concatenate")
         return PairSet(np.concatenate([p.before for p in parts]), np.concatenate([p.after for p in parts]),
                        sum((p.actions for p in parts), []), sum((p.objects for p in parts), []),
-                       sum((p.event_ids for p in parts), []))
+                       sum((p.event_ids for p in parts), []), sum((p.envs for p in parts), []))
 
     def save(self, path: str | Path) -> None:
         """Atomic npz write (temp file + rename)."""
@@ -53,10 +58,13 @@ class PairSet:
         fd, tmp = tempfile.mkstemp(prefix=".pairs.", suffix=".npz", dir=path.parent)
         os.close(fd)
         np.savez(tmp, before=self.before, after=self.after, actions=np.array(self.actions, dtype=str),
-                 objects=np.array(self.objects, dtype=str), event_ids=np.array(self.event_ids, dtype=str))
+                 objects=np.array(self.objects, dtype=str), event_ids=np.array(self.event_ids, dtype=str),
+                 envs=np.array(self.envs, dtype=str))
         os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | Path) -> "PairSet":
         with np.load(path, allow_pickle=False) as z:
-            return cls(z["before"], z["after"], z["actions"].tolist(), z["objects"].tolist(), z["event_ids"].tolist())
+            envs = z["envs"].tolist() if "envs" in z.files else []  # files written before envs existed
+            return cls(z["before"], z["after"], z["actions"].tolist(), z["objects"].tolist(), z["event_ids"].tolist(),
+                       envs)

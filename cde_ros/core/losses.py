@@ -1,13 +1,21 @@
 """Training objective:
 
     CE + alpha_contrast * SupCon(delta) + alpha_sparsity * L1(delta) + alpha_none * NoneInvariance
+       + alpha_env * EnvMMD(delta)
 
 The first three terms are the paper's. The fourth is ours, for the `none` class (a failed action)
 that the paper does not have: in a `none` pair nothing causal happened, so every change between
 the views (lighting, camera shift, the arm, distractors) is a nuisance and the deltas the head
 looks at should vanish. It is the mean size of those deltas in `none` pairs divided by the mean
 size in the other pairs of the batch: scale-free, so it cannot be met by shrinking every delta
-(with the reference held constant it was, and training collapsed to all-zero deltas)."""
+(with the reference held constant it was, and training collapsed to all-zero deltas).
+
+The fifth, also ours, carries CFRNet's idea (an integral-probability-metric penalty that makes a
+representation blind to which group a sample came from) to recording environments: for every
+action in the batch, the squared maximum mean discrepancy between the deltas of each
+environment (a bag, a scene style) and those of the other environments, averaged. What differs
+between environments for the same action (the room, the light, the camera) is pushed out of
+the delta; what is the same (the change) stays."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -59,6 +67,34 @@ def l1_sparsity(delta: torch.Tensor) -> torch.Tensor:
     return delta.abs().mean()
 
 
+def env_mmd(delta: torch.Tensor, labels: torch.Tensor, envs: torch.Tensor) -> torch.Tensor:
+    """Mean over (action, environment) of MMD^2 between that environment's deltas of the action
+    and the other environments' deltas of it (L2-normalised deltas; RBF kernels of bandwidths
+    0.5, 1 and 2, unbiased estimate). 0 when no action appears in two environments with two
+    samples each."""
+    z = F.normalize(delta.float(), dim=-1)
+    terms = []
+    for y in labels.unique():
+        mask = labels == y
+        e = envs[mask]
+        if e.unique().numel() < 2:
+            continue
+        zy = z[mask]
+        d2 = torch.cdist(zy, zy).pow(2)
+        k = sum(torch.exp(-d2 / (2 * s * s)) for s in (0.5, 1.0, 2.0)) / 3
+        for env in e.unique():
+            a, b = e == env, e != env
+            na, nb = int(a.sum()), int(b.sum())
+            if na < 2 or nb < 2:
+                continue
+            kaa, kbb, kab = k[a][:, a], k[b][:, b], k[a][:, b]
+            terms.append((kaa.sum() - kaa.diagonal().sum()) / (na * (na - 1))
+                         + (kbb.sum() - kbb.diagonal().sum()) / (nb * (nb - 1)) - 2 * kab.mean())
+    if not terms:
+        return delta.sum() * 0.0
+    return torch.stack(terms).mean()
+
+
 SPARSITY_TARGETS = ("delta", "patches")
 
 
@@ -76,6 +112,8 @@ class LossWeights:
     # what the L1 term sees (patch head): "delta" = the aggregated delta (the paper's);
     # "patches" = every patch's delta, so changes the head should ignore are pushed to zero
     sparsity_on: str = "delta"
+    # weight of the environment-invariance term (env_mmd; needs pairs from 2+ environments)
+    alpha_env: float = 0.0
 
     def __post_init__(self) -> None:
         if self.sparsity_on not in SPARSITY_TARGETS:
@@ -84,7 +122,8 @@ class LossWeights:
 
 def causal_delta_loss(logits: torch.Tensor, delta: torch.Tensor, labels: torch.Tensor, weights: LossWeights,
                       none_index: int | None = None, parts: torch.Tensor | None = None,
-                      patch_deltas: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                      patch_deltas: torch.Tensor | None = None, envs: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and each term (as floats, for logging). `parts` (B x K x D): the deltas that
     were aggregated into `delta` (the Top-K patch deltas); by default `delta` itself."""
     ce = F.cross_entropy(logits.float(), labels)
@@ -105,5 +144,9 @@ def causal_delta_loss(logits: torch.Tensor, delta: torch.Tensor, labels: torch.T
         inv = none_invariance(pieces.float().norm(dim=-1).mean(1), labels, none_index)
         total = total + weights.alpha_none * inv
         terms["none_inv"] = float(inv.detach())
+    if weights.alpha_env and envs is not None:
+        mmd = env_mmd(delta, labels, envs)
+        total = total + weights.alpha_env * mmd
+        terms["env_mmd"] = float(mmd.detach())
     terms["total"] = float(total.detach())
     return total, terms

@@ -31,7 +31,7 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,10 @@ class ModelConfig:
     # a local checkpoint (.safetensors, .pth, .bin) for the backbone, loaded through timm's
     # pretrained mechanism (pretrained_cfg_overlay=dict(file=...)); empty: random init
     pretrained_file: str = ""
+    # timm's own pretrained weights for `backbone` (a name with its tag, e.g.
+    # vit_small_patch14_dinov2.lvd142m), from the Hugging Face cache (HF_HOME, HF_HUB_CACHE);
+    # with HF_HUB_OFFLINE=1 nothing is downloaded and a missing entry is a clear error
+    pretrained: bool = False
     # How a ViT turns pixels into patch tokens.
     # "linear": timm's patch embedding (one strided convolution, patch x patch).
     # "conv": a convolutional stem in its place (log2(patch) 3x3 stride-2 convolutions with batch
@@ -95,14 +99,22 @@ class ModelConfig:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
         if self.patch_stem not in PATCH_STEMS:
             raise ValueError(f"patch_stem must be one of {PATCH_STEMS}, got {self.patch_stem!r}")
+        if self.pretrained and self.pretrained_file:
+            raise ValueError("give either pretrained (timm's weights from the Hugging Face cache) or pretrained_file "
+                             "(a local checkpoint), not both")
         if self.patch_stem == "auto":
             patch = self.backbone_kwargs.get("patch_size") or _patch_size_in_name(self.backbone)
             square_pow2 = isinstance(patch, int) and patch >= 2 and patch & (patch - 1) == 0
-            from_scratch_vit = is_vit_name(self.backbone) and not self.pretrained_file
+            from_scratch_vit = is_vit_name(self.backbone) and not self.starts_pretrained
             self.patch_stem = "conv" if from_scratch_vit and square_pow2 else "linear"
-        if self.patch_stem == "conv" and self.pretrained_file:
-            raise ValueError("patch_stem 'conv' replaces the patch embedding that pretrained_file brings; "
+        if self.patch_stem == "conv" and self.starts_pretrained:
+            raise ValueError("patch_stem 'conv' replaces the patch embedding that pretrained weights bring; "
                              "use patch_stem 'linear' with a pretrained backbone")
+
+    @property
+    def starts_pretrained(self) -> bool:
+        """Whether the backbone's first weights are pretrained ones (hub or local file)."""
+        return bool(self.pretrained or self.pretrained_file)
 
 
 def is_vit_name(name: str) -> bool:
@@ -123,7 +135,7 @@ class Backbone(nn.Module):
     patch and the global token is their mean."""
 
     def __init__(self, name: str, input_size: int, kwargs: dict[str, Any], pretrained_file: str = "",
-                 patch_stem: str = "linear") -> None:
+                 patch_stem: str = "linear", pretrained: bool = False) -> None:
         super().__init__()
         import timm
 
@@ -136,9 +148,15 @@ class Backbone(nn.Module):
         if is_vit_name(name):
             kwargs.setdefault("img_size", input_size)
         try:
-            self.net = timm.create_model(name, pretrained=bool(pretrained_file), num_classes=0, **kwargs)
+            self.net = timm.create_model(name, pretrained=bool(pretrained_file) or pretrained, num_classes=0, **kwargs)
         except RuntimeError as exc:
+            if pretrained and not pretrained_file and _is_hub_miss(exc):
+                raise ModelFileError(_hub_miss_message(name, exc)) from None
             raise ModelFileError(f"could not build backbone {name!r} with {kwargs}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001  huggingface_hub's errors (offline, not cached, no network)
+            if pretrained and _is_hub_miss(exc):
+                raise ModelFileError(_hub_miss_message(name, exc)) from None
+            raise
         if patch_stem == "conv":
             _install_conv_stem(self.net, name)
         self.num_prefix = int(getattr(self.net, "num_prefix_tokens", 0))
@@ -160,6 +178,27 @@ class Backbone(nn.Module):
         patches = feats[:, self.num_prefix:]
         glob = feats[:, 0] if self.has_cls else patches.mean(1)
         return glob, patches
+
+
+def _is_hub_miss(exc: BaseException) -> bool:
+    """An error of huggingface_hub meaning the weights are neither in the cache nor downloadable."""
+    names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
+    return bool(names & {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "EntryNotFoundError",
+                         "RepositoryNotFoundError", "ConnectionError", "HfHubHTTPError", "GatedRepoError"})
+
+
+def _hub_miss_message(name: str, exc: BaseException) -> str:
+    import os
+
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    repo = getattr(cfg, "hf_hub_id", None) or f"timm/{name}"
+    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface")), "hub")
+    return (f"the pretrained weights of {name!r} are not in the Hugging Face cache {cache} and cannot be downloaded "
+            f"here ({type(exc).__name__}); on a machine with network run `huggingface-cli download {repo}` and copy its "
+            f"cache folder models--{repo.replace('/', '--')} into {cache}, or give the file as model.pretrained_file")
 
 
 def _install_conv_stem(net: nn.Module, name: str) -> None:
@@ -207,7 +246,7 @@ class CausalDeltaModel(nn.Module):
         self.config = config
         self.preprocessing = preprocessing
         self.backbone = Backbone(config.backbone, preprocessing.input_size, config.backbone_kwargs,
-                                 config.pretrained_file, config.patch_stem)
+                                 config.pretrained_file, config.patch_stem, config.pretrained)
         d = config.embed_dim
         self.projector = nn.Sequential(
             nn.Linear(self.backbone.dim, config.projector_hidden), nn.GELU(),
@@ -240,10 +279,19 @@ class CausalDeltaModel(nn.Module):
         return decision.with_none_bias(logits, none, self.none_logit_bias)
 
     def encode(self, x: torch.Tensor) -> Encoding:
-        glob, patches = self.backbone(x)
+        return self.project(*self.backbone(x))
+
+    def project(self, glob: torch.Tensor, patches: torch.Tensor) -> Encoding:
+        """The causal projector on the backbone's tokens (training with a frozen backbone feeds
+        cached tokens here)."""
         if self.config.head == "patch":
             return Encoding(self.projector(glob), self.projector(patches))
         return Encoding(self.projector(glob), patches[:, :0])  # patch tokens are not needed
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """Everything but the backbone: projector, patch scorer, classifier."""
+        backbone = {id(p) for p in self.backbone.parameters()}
+        return [p for p in self.parameters() if id(p) not in backbone]
 
     def head(self, before: Encoding, after: Encoding) -> DeltaOutput:
         head = self.config.head
@@ -326,6 +374,7 @@ class CausalDeltaModel(nn.Module):
         try:
             mc = dict(meta["model_config"])
             mc["pretrained_file"] = ""  # the saved weights already include the backbone
+            mc["pretrained"] = False
             mc.setdefault("patch_stem", "linear")  # files written before the option existed
             mc.setdefault("patch_pool", "norm")  # likewise
             config = ModelConfig(**mc)
@@ -340,11 +389,40 @@ class CausalDeltaModel(nn.Module):
             state = load_file(str(weights), device=map_location)
         except (SafetensorError, OSError) as exc:
             raise ModelFileError(f"{weights} is not a readable safetensors file: {exc}") from exc
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # tensors of another shape: model.json describes another network
+            first = str(exc).split("size mismatch for ", 1)[-1].split("\n", 1)[0]
+            raise ModelFileError(f"{weights} does not match {META_FILE} (another architecture): {first}") from None
         if missing or unexpected:
             raise ModelFileError(f"{weights} does not match {META_FILE}: missing {missing[:5]}, unexpected {unexpected[:5]}")
         model.eval()
         return model, meta
+
+
+def init_from(directory: str | Path, labels: list[str], top_k: int | None = None
+              ) -> tuple["CausalDeltaModel", dict[str, Any]]:
+    """A trained model as the starting point of a new training (`cde-ros train --init`): its
+    backbone, projector and patch scorer as they are; a classifier for `labels` that keeps the
+    rows of the labels both share and starts the others afresh; the `none` operating point reset
+    (the new training chooses it). Returns the model and what model.json records about it."""
+    model, meta = CausalDeltaModel.load(directory)
+    old = list(model.labels)
+    model.config = replace(model.config, labels=list(labels), **({"top_k": top_k} if top_k else {}))
+    model.top_k = min(model.config.top_k, model.backbone.num_patches)
+    head = nn.Linear(model.classifier.in_features, len(labels))
+    kept = [a for a in labels if a in old]
+    with torch.no_grad():
+        for a in kept:
+            head.weight[labels.index(a)] = model.classifier.weight[old.index(a)]
+            head.bias[labels.index(a)] = model.classifier.bias[old.index(a)]
+    model.classifier = head
+    model.decision = {"none_logit_bias": 0.0}
+    model.train()
+    info = {"model_dir": str(directory), "model_id": meta["model_id"], "weights_id": meta.get("weights_id"),
+            "labels_kept": kept, "labels_new": [a for a in labels if a not in old],
+            "labels_dropped": [a for a in old if a not in labels]}
+    return model, info
 
 
 def read_meta(directory: str | Path) -> dict:
@@ -358,6 +436,8 @@ def read_meta(directory: str | Path) -> dict:
         meta = json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"{meta_path} is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{meta_path} holds a JSON {type(meta).__name__}, not an object describing a model")
     if meta.get("format_version") != FORMAT_VERSION:
         raise ModelFileError(f"{meta_path} has format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
     return meta

@@ -51,19 +51,64 @@ class TrainConfig:
     # after the last epoch, the `none` operating point is chosen on the validation pairs so that
     # `none` recall there reaches this (core.decision); 0: leave it at 0 (plain argmax)
     none_recall_target: float = 0.98
+    # learning rate of the backbone relative to `lr`. None: 1 for a backbone trained from
+    # scratch, BACKBONE_LR_SCALE_PRETRAINED when it starts from pretrained weights or from a
+    # trained model (`cde-ros train --init`): a large step wipes out what those weights know
+    backbone_lr_scale: float | None = None
+    # epochs at the start during which the backbone is frozen (its tokens are computed once and
+    # cached, so such an epoch costs the head only); "all": it is never trained
+    freeze_backbone: int | str = 0
+    token_cache_gb: float = 4.0  # most memory the cached tokens may take; above it they are recomputed
 
     def __post_init__(self) -> None:
+        def whole(name: str, lo: int) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"training.{name} must be a whole number >= {lo}, got {v!r}")
+
+        def number(name: str, lo: float, hi: float = math.inf, optional: bool = False) -> None:
+            v = getattr(self, name)
+            if optional and v is None:
+                return
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi or v != v:
+                raise ValueError(f"training.{name} must be a number within [{lo}, {hi}], got {v!r}")
+
+        whole("epochs", 1)
+        whole("batch_size", 1)
+        whole("seed", 0)
+        whole("threads", 0)
+        number("lr", 1e-8, 10.0)
+        number("weight_decay", 0.0, 10.0)
+        number("warmup_epochs", 0.0)
+        number("token_cache_gb", 0.0)
+        number("backbone_lr_scale", 0.0, 10.0, optional=True)
         if not 0.0 <= self.none_recall_target <= 1.0:  # refused now, not after the last epoch
             raise ValueError(f"none_recall_target must be within [0, 1], got {self.none_recall_target}")
+        f = self.freeze_backbone
+        if not (f == "all" or (isinstance(f, int) and not isinstance(f, bool) and f >= 0)):
+            raise ValueError(f"training.freeze_backbone must be a number of epochs >= 0 or 'all', got {f!r}")
+        if not isinstance(self.augment, bool):
+            raise ValueError(f"training.augment must be true or false, got {self.augment!r}")
+
+    @property
+    def frozen_epochs(self) -> int:
+        return self.epochs if self.freeze_backbone == "all" else min(int(self.freeze_backbone), self.epochs)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         data = dict(data)
-        loss = LossWeights(**data.pop("loss", {}))
+        loss = data.pop("loss", {})
+        if not isinstance(loss, dict):
+            raise ValueError(f"training.loss must be a mapping, got {loss!r}")
         unknown = set(data) - {f for f in cls.__dataclass_fields__}
         if unknown:
             raise ValueError(f"unknown training options: {sorted(unknown)}")
-        return cls(loss=loss, **data)
+        return cls(loss=LossWeights(**loss), **data)
+
+
+# the backbone's learning rate relative to the head's when it starts from what it already knows;
+# measured on the few-shot benchmark (benchmarks/results/fewshot.md)
+BACKBONE_LR_SCALE_PRETRAINED = 0.1
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -81,7 +126,7 @@ def resize_pairs(pairs: PairSet, pre: Preprocessing) -> PairSet:
         return pairs
     before = np.stack([pre.resize(im) for im in pairs.before])
     after = np.stack([pre.resize(im) for im in pairs.after])
-    return PairSet(before, after, pairs.actions, pairs.objects, pairs.event_ids)
+    return PairSet(before, after, pairs.actions, pairs.objects, pairs.event_ids, pairs.envs)
 
 
 def _flip_map(labels: list[str]) -> torch.Tensor:
@@ -150,11 +195,38 @@ def _load_checkpoint(directory: Path, model: nn.Module, opt: torch.optim.Optimiz
     return state
 
 
+def _token_cache(model: CausalDeltaModel, pairs: PairSet, pre: Preprocessing, device: torch.device,
+                 limit_gb: float, log: Callable[[str], None]) -> tuple[torch.Tensor, ...] | None:
+    """The frozen backbone's tokens of every training pair, (glob_before, patches_before,
+    glob_after, patches_after) on the CPU, or None when they would take more than `limit_gb`."""
+    n = len(pairs)
+    bb = model.backbone
+    tokens = 1 + (bb.num_patches if model.config.head == "patch" else 0)
+    gb = n * 2 * tokens * bb.dim * 4 / 2**30
+    if gb > limit_gb:
+        log(f"frozen backbone: its tokens would take {gb:.1f} GB (training.token_cache_gb {limit_gb:g}); recomputing "
+            "them every batch")
+        return None
+    out: list[list[torch.Tensor]] = [[], [], [], []]
+    model.eval()
+    with torch.inference_mode():
+        for i in range(0, n, 64):
+            xb, xa = pre.normalise_pair(pairs.before[i:i + 64], pairs.after[i:i + 64])
+            for k, x in enumerate((xb, xa)):
+                g, p = bb(x.to(device))
+                out[2 * k].append(g.float().cpu())
+                out[2 * k + 1].append((p if model.config.head == "patch" else p[:, :0]).float().cpu())
+    log(f"frozen backbone: tokens of {n} pairs cached ({gb * 1024:.0f} MB); augmentation is off while they are used")
+    return tuple(torch.cat(parts) for parts in out)
+
+
 def train(train_pairs: PairSet, val_pairs: PairSet | None, labels: list[str], model_cfg: ModelConfig,
           pre: Preprocessing, cfg: TrainConfig, out_dir: str | Path | None = None, resume: bool = False,
           progress: bool = True, log: Callable[[str], None] = print,
-          extra_meta: dict[str, Any] | None = None) -> TrainResult:
-    """Train a model on `train_pairs`; evaluate on `val_pairs` each epoch; save to `out_dir`."""
+          extra_meta: dict[str, Any] | None = None, init: CausalDeltaModel | None = None) -> TrainResult:
+    """Train a model on `train_pairs`; evaluate on `val_pairs` each epoch; save to `out_dir`.
+    `init`: start from this model (`core.model.init_from`; its architecture and preprocessing,
+    `model_cfg` and `pre` are then not used) instead of a new one."""
     from tqdm.auto import tqdm
 
     world, rank, local_rank = _dist_info()
@@ -176,14 +248,29 @@ def train(train_pairs: PairSet, val_pairs: PairSet | None, labels: list[str], mo
         raise ValueError(f"training pairs carry actions that are not in the label set: {unknown}")
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    model_cfg = replace(model_cfg, labels=list(labels))
+    if init is not None:
+        if list(init.labels) != list(labels):
+            raise ValueError(f"the init model's classifier is for {init.labels}, the training labels are {labels}")
+        model, model_cfg, pre = init.to(device), init.config, init.preprocessing
+    else:
+        model_cfg = replace(model_cfg, labels=list(labels))
     if model_cfg.head == "baseline":
-        cfg = replace(cfg, loss=replace(cfg.loss, alpha_contrast=0.0, alpha_sparsity=0.0, alpha_none=0.0))
-    model = CausalDeltaModel(model_cfg, pre).to(device)
+        cfg = replace(cfg, loss=replace(cfg.loss, alpha_contrast=0.0, alpha_sparsity=0.0, alpha_none=0.0,
+                                        alpha_env=0.0))
+    if init is None:
+        model = CausalDeltaModel(model_cfg, pre).to(device)
+    lr_scale = cfg.backbone_lr_scale
+    if lr_scale is None:
+        lr_scale = BACKBONE_LR_SCALE_PRETRAINED if (init is not None or model_cfg.starts_pretrained) else 1.0
+    cfg = replace(cfg, backbone_lr_scale=float(lr_scale))  # resolved, so model.json records it
     train_pairs = resize_pairs(train_pairs, pre)
     val_pairs = resize_pairs(val_pairs, pre) if val_pairs is not None and len(val_pairs) else None
     label_idx = {a: i for i, a in enumerate(labels)}
     y_all = torch.tensor([label_idx[a] for a in train_pairs.actions])
+    env_idx = {e: i for i, e in enumerate(sorted(set(train_pairs.envs)))}
+    env_all = torch.tensor([env_idx[e] for e in train_pairs.envs])
+    if cfg.loss.alpha_env and len(env_idx) < 2 and rank == 0:
+        log(f"loss.alpha_env is set but the training pairs come from {len(env_idx)} environment; the term stays 0")
     before_all = torch.from_numpy(train_pairs.before)
     after_all = torch.from_numpy(train_pairs.after)
     n = len(train_pairs)
@@ -191,7 +278,8 @@ def train(train_pairs: PairSet, val_pairs: PairSet | None, labels: list[str], mo
         raise ValueError(f"need at least 2 training pairs, got {n}")
     none_index = label_idx.get("none")
     flip_map = _flip_map(labels)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW([{"params": list(model.backbone.parameters()), "lr": cfg.lr * lr_scale},
+                             {"params": model.head_parameters(), "lr": cfg.lr}], weight_decay=cfg.weight_decay)
     per_rank = math.ceil(n / world)
     steps_per_epoch = max(1, math.ceil(per_rank / cfg.batch_size))
     total_steps = steps_per_epoch * cfg.epochs
@@ -220,9 +308,19 @@ def train(train_pairs: PairSet, val_pairs: PairSet | None, labels: list[str], mo
     use_amp = device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    frozen = cfg.frozen_epochs
+    cache = None
+    if start_epoch < frozen and not distributed:
+        cache = _token_cache(model, train_pairs, pre, device, cfg.token_cache_gb, log if rank == 0 else lambda m: None)
     t0 = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
+        freeze = epoch < frozen
         model.train()
+        model.backbone.requires_grad_(not freeze)
+        if freeze:
+            model.backbone.eval()  # batch norm statistics stay the pretrained ones
+        elif cache is not None:
+            cache = None  # the backbone learns from here on: its tokens change
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         order = torch.randperm(n, generator=gen)
         if distributed:  # each rank its own slice of the same permutation
@@ -233,15 +331,21 @@ def train(train_pairs: PairSet, val_pairs: PairSet | None, labels: list[str], mo
                    disable=not progress or rank != 0, leave=False)
         for i in bar:
             idx = order[i:i + cfg.batch_size]
-            b, a, y = before_all[idx], after_all[idx], y_all[idx]
-            xb, xa = pre.normalise_pair(b, a)
-            if cfg.augment:
-                xb, xa, y = _augment(xb, xa, y, flip_map, gen)
-            xb, xa, y = xb.to(device, non_blocking=True), xa.to(device, non_blocking=True), y.to(device)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                out = ddp_model(xb, xa)
+            y, env = y_all[idx], env_all[idx].to(device)
+            if cache is not None:
+                gb, pb, ga, pa = (t[idx].to(device) for t in cache)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    out = model.head(model.project(gb, pb), model.project(ga, pa))
+                y = y.to(device)
+            else:
+                xb, xa = pre.normalise_pair(before_all[idx], after_all[idx])
+                if cfg.augment:
+                    xb, xa, y = _augment(xb, xa, y, flip_map, gen)
+                xb, xa, y = xb.to(device, non_blocking=True), xa.to(device, non_blocking=True), y.to(device)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    out = ddp_model(xb, xa)
             loss, terms = causal_delta_loss(out.logits, out.delta, y, cfg.loss, none_index, out.topk_delta,
-                                             out.patch_deltas)
+                                             out.patch_deltas, env)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
@@ -255,7 +359,8 @@ def train(train_pairs: PairSet, val_pairs: PairSet | None, labels: list[str], mo
             seen += len(idx)
             bar.set_postfix(loss=f"{terms['total']:.3f}")
         row = {"epoch": epoch + 1, **{f"train_{k}": v / max(1, seen) for k, v in sums.items()},
-               "train_accuracy": correct / max(1, seen), "lr": opt.param_groups[0]["lr"]}
+               "train_accuracy": correct / max(1, seen), "lr": opt.param_groups[1]["lr"],
+               "backbone_lr": 0.0 if freeze else opt.param_groups[0]["lr"]}
         if val_pairs is not None and rank == 0:
             row["val_accuracy"] = evaluate_pairs(model, val_pairs, device=device, batch_size=256)["accuracy"]
         history.append(row)
