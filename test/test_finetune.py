@@ -7,7 +7,6 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -15,7 +14,7 @@ from conftest import TINY_YAML, run_cli
 
 from cde_ros.core.actions import ACTIONS
 from cde_ros.core.losses import LossWeights, causal_delta_loss, env_mmd
-from cde_ros.core.model import CausalDeltaModel, ModelConfig, ModelFileError, init_from
+from cde_ros.core.model import CausalDeltaModel, ModelConfig, init_from
 from cde_ros.core.preprocess import Preprocessing
 from cde_ros.core.synthetic import SceneConfig, generate_pairs
 from cde_ros.core.training import TrainConfig, train
