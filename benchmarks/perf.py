@@ -106,8 +106,8 @@ class NodeRig:
 def make_vit_s16(out: Path) -> Path:
     """A ViT-S/16 at 224 px (random weights: latency does not depend on them)."""
     from cde_ros.core.actions import ACTIONS
-    from cde_ros.core.model import CausalDeltaModel, ModelConfig
     from cde_ros.core.preprocess import Preprocessing
+    from cde_ros.model.network import CausalDeltaModel, ModelConfig
 
     m = CausalDeltaModel(ModelConfig(backbone="vit_small_patch16_224", backbone_kwargs={}, labels=list(ACTIONS)),
                          Preprocessing(224))
@@ -116,9 +116,10 @@ def make_vit_s16(out: Path) -> Path:
 
 
 def bench_latency(models: dict[str, Path], events: int) -> list[dict]:
-    from cde_ros.core.events import EventPhase
-    from cde_ros.ros.conversions import rgb_to_image_msg
     from std_msgs.msg import String
+
+    from cde_ros.data.events import EventPhase
+    from cde_ros.ros.conversions import rgb_to_image_msg
 
     rows = []
     rng = np.random.default_rng(0)
@@ -204,9 +205,10 @@ def bench_pairing(events: int, tmp: Path) -> dict:
     from rosbags.rosbag2 import Reader
     from rosbags.typesys import Stores, get_typestore
 
-    from cde_ros.core.bags import RecordConfig, pair_bag, record_synthetic
-    from cde_ros.core.pairing import PairingConfig
     from cde_ros.core.preprocess import Preprocessing
+    from cde_ros.data.bags import pair_bag
+    from cde_ros.data.pairing import PairingConfig
+    from cde_ros.synthetic.record import RecordConfig, record_synthetic
 
     bag = tmp / "pairing_bag"
     record_synthetic(bag, RecordConfig(storage="mcap", events=events, size=(640, 480)), progress=False)
@@ -233,9 +235,9 @@ def bench_pairing(events: int, tmp: Path) -> dict:
 
 def bench_training(pairs: int) -> dict:
     from cde_ros.core.actions import ACTIONS
-    from cde_ros.core.config import load_config
-    from cde_ros.core.synthetic import SceneConfig, generate_pairs
-    from cde_ros.core.training import resize_pairs, train
+    from cde_ros.synthetic.scenes import SceneConfig, generate_pairs
+    from cde_ros.training.config import load_config
+    from cde_ros.training.trainer import resize_pairs, train
 
     cfg = load_config(ROOT / "config" / "train.yaml")
     data = resize_pairs(generate_pairs("iid", pairs, SceneConfig(), seed=0), cfg.preprocessing)
@@ -250,10 +252,11 @@ def bench_training(pairs: int) -> dict:
 
 
 def bench_soak(minutes: float) -> dict:
-    from cde_ros.core.events import EventPhase
-    from cde_ros.core.paths import shipped_model_dir
-    from cde_ros.ros import conversions
     from std_msgs.msg import String
+
+    from cde_ros.core.paths import shipped_model_dir
+    from cde_ros.data.events import EventPhase
+    from cde_ros.ros import conversions
 
     rng = np.random.default_rng(2)
     imgs = [conversions.rgb_to_image_msg(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), 0, "cam")
@@ -373,8 +376,8 @@ def main() -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")
     import torch
 
-    from cde_ros.core.model import read_meta
     from cde_ros.core.paths import shipped_model_dir
+    from cde_ros.model.network import read_meta
 
     sections = args.only or ["latency", "ingest", "pairing", "training", "soak"]
     out = Path(args.out)

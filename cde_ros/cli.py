@@ -12,7 +12,6 @@ from typing import NoReturn
 
 import numpy as np
 
-
 INIT_SHIPPED = "shipped"  # `--init` without a directory
 
 
@@ -28,7 +27,7 @@ def _fail(msg: str, code: int = 2) -> NoReturn:
 # ------------------------------------------------------------------------------- subcommands
 
 def cmd_record_synthetic(args: argparse.Namespace) -> int:
-    from .core.bags import RecordConfig, record_synthetic
+    from .synthetic.record import RecordConfig, record_synthetic
 
     cfg = RecordConfig(storage=args.storage, split=args.split, scenes=args.scenes, events=args.events,
                        seed=args.seed, rate_hz=args.rate, compressed=args.compressed,
@@ -41,10 +40,20 @@ def cmd_record_synthetic(args: argparse.Namespace) -> int:
 def cmd_record_sim(args: argparse.Namespace) -> int:
     from .sim.record import SimRecordConfig, record_sim
 
+    if args.suite:
+        from .training.simbench import SUITE, record_suite
+
+        if args.workers < 1:
+            _fail(f"--workers must be at least 1, got {args.workers}")
+        if not 0 < args.scale <= 10:
+            _fail(f"--scale must be within (0, 10], got {args.scale}")
+        record_suite(Path(args.out_bag), tuple(args.splits or SUITE), workers=args.workers, scale=args.scale, log=_log)
+        return 0
     cfg = SimRecordConfig(episodes=args.episodes, split=args.split, style=args.style, seed=args.seed,
                           none_fraction=args.none_fraction, storage=args.storage, image_format=args.image,
                           width=args.width, height=args.height, rate_hz=args.rate, image_topic=args.image_topic,
-                          event_topic=args.event_topic, first_episode=args.first_episode)
+                          event_topic=args.event_topic, first_episode=args.first_episode, camera=args.camera or "",
+                          event_action=args.event_action)
     info = record_sim(args.out_bag, cfg, progress=not args.quiet, log=_log)
     print(json.dumps(info))
     return 0
@@ -64,7 +73,7 @@ def _check_out_dir(out: Path, overwrite: bool, resume: bool) -> None:
     """Refuse to replace a model or an unfinished training's checkpoint without being asked."""
     import shutil
 
-    from .core.training import CHECKPOINT_DIR
+    from .training.trainer import CHECKPOINT_DIR
 
     if (out / "model.json").is_file() and not overwrite and not resume:
         try:
@@ -86,9 +95,9 @@ def _resolve_init(args: argparse.Namespace, cfg):
     the config sets it). Refuses a config whose architecture differs from the init model's."""
     from dataclasses import fields
 
-    from .core.model import ModelConfig, read_meta
     from .core.paths import shipped_model_dir
     from .core.preprocess import Preprocessing
+    from .model.network import ModelConfig, read_meta
 
     init_dir = shipped_model_dir() if args.init == INIT_SHIPPED else Path(args.init)
     meta = read_meta(init_dir)
@@ -115,8 +124,8 @@ def _resolve_init(args: argparse.Namespace, cfg):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .core.bags import LabelTable, default_cache_dir, read_pairs
-    from .core.training import train
+    from .data.bags import LabelTable, default_cache_dir, read_pairs
+    from .training.trainer import train
 
     out = Path(args.out)
     _check_out_dir(out, args.overwrite, args.resume)
@@ -132,21 +141,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     _print_reports(reports)
     if pairs is None:
         _fail("no labelled pairs could be made from " + ", ".join(map(str, args.bags)))
-    labels = _label_set(pairs.actions)
+    val_given = None
+    if args.val_bags:
+        val_given, val_reports = read_pairs(args.val_bags, cfg.preprocessing, cfg.pairing, args.image_topic,
+                                            args.event_topic, labels_table, cache, cfg.data.buffer_s,
+                                            progress=not args.quiet, log=_log)
+        _print_reports(val_reports)
+        if val_given is None:
+            _fail("no labelled pairs could be made from the --val-bags " + ", ".join(map(str, args.val_bags)))
+    labels = _label_set(pairs.actions + (val_given.actions if val_given is not None else []))
     init, extra = None, {}
     if init_dir is not None:
-        from .core.model import init_from
+        from .model.network import init_from
 
         top_k = cfg.model.top_k if "top_k" in cfg.explicit.get("model", ()) else None
         init, extra["init"] = init_from(init_dir, labels, top_k)
         init.preprocessing = cfg.preprocessing
         info = extra["init"]
         _log(f"classifier: {len(info['labels_kept'])} labels kept from the init model, new: {info['labels_new'] or 'none'}")
-    train_pairs, val_pairs = _split_by_event(pairs, cfg.data.val_fraction, cfg.training.seed)
+    if val_given is not None:
+        train_pairs, val_pairs = pairs, val_given
+    else:
+        train_pairs, val_pairs = _split_by_event(pairs, cfg.data.val_fraction, cfg.training.seed)
     _log(f"training on {len(train_pairs)} pairs, validating on {len(val_pairs) if val_pairs else 0}; labels {labels}")
     result = train(train_pairs, val_pairs, labels, cfg.model, cfg.preprocessing, cfg.training, out,
                    resume=args.resume, progress=not args.quiet, log=_log, init=init,
-                   extra_meta={"data": {"bags": [str(b) for b in args.bags], "image_topic": args.image_topic,
+                   extra_meta={"data": {"bags": [str(b) for b in args.bags],
+                                        "val_bags": [str(b) for b in args.val_bags or []], "image_topic": args.image_topic,
                                         "event_topic": args.event_topic, "reports": [asdict(r) for r in reports]},
                                "pairing": asdict(cfg.pairing), **extra})
     print(json.dumps({"model_dir": str(out), "model_id": result.model_id,
@@ -168,7 +189,7 @@ def _print_reports(reports) -> None:
 
 
 def _config(args: argparse.Namespace):
-    from .core.config import load_config
+    from .training.config import load_config
 
     overrides: dict = {}
     if getattr(args, "epochs", None):
@@ -181,8 +202,8 @@ def _config(args: argparse.Namespace):
 def _pairs_for_model(args: argparse.Namespace, meta: dict, pre, progress: bool):
     """The labelled pairs of `args.bags` as a model sees them: its pairing settings (from
     model.json) and preprocessing; the bag reports are printed. (pairs or None, reports)"""
-    from .core.bags import LabelTable, default_cache_dir, read_pairs
-    from .core.pairing import PairingConfig
+    from .data.bags import LabelTable, default_cache_dir, read_pairs
+    from .data.pairing import PairingConfig
 
     pairing = PairingConfig(**meta["pairing"]) if "pairing" in meta else PairingConfig()
     labels_table = LabelTable.read(args.labels) if args.labels else None
@@ -194,9 +215,9 @@ def _pairs_for_model(args: argparse.Namespace, meta: dict, pre, progress: bool):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .core.evaluation import classification_metrics, plot_confusion
-    from .core.inference import Predictor
-    from .core.model import read_meta
+    from .model.inference import Predictor
+    from .model.network import read_meta
+    from .training.evaluation import classification_metrics, plot_confusion
 
     meta = read_meta(args.model)
     predictor = Predictor(args.model, device=args.device)
@@ -222,7 +243,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(metrics))
     else:
-        print(f"events evaluated: {metrics['n']}   accuracy: {metrics['accuracy']:.3f}")
+        print(f"events evaluated: {metrics['n']}   accuracy: {metrics['accuracy']:.3f}   false success "
+              f"{metrics['false_success_rate']:.3f} (of {metrics['none_pairs']} failed manipulations)   false failure "
+              f"{metrics['false_failure_rate']:.3f} (of {metrics['action_pairs']} actions)")
         for a, acc in metrics["per_class"].items():
             print(f"  {a:<12} {acc:.3f}")
         if skipped:
@@ -234,9 +257,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_train_synthetic(args: argparse.Namespace) -> int:
     """Train on synthetic pairs (this is how the shipped model is made)."""
-    from .core.synthetic import ACTIONS, TRAIN_RANDOM_COLOR_P, TRAIN_RANDOM_SHAPE_P, SceneConfig, generate_pairs
     from .core.dataset import PairSet
-    from .core.training import resize_pairs, train
+    from .synthetic.scenes import ACTIONS, TRAIN_RANDOM_COLOR_P, TRAIN_RANDOM_SHAPE_P, SceneConfig, generate_pairs
+    from .training.trainer import resize_pairs, train
 
     _check_out_dir(Path(args.out), args.overwrite, args.resume)
     cfg = _config(args)
@@ -265,10 +288,10 @@ def cmd_train_synthetic(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    """Choose a model's `none` operating point (core.decision) again and rewrite its model.json."""
-    from .core import decision
+    """Choose a model's `none` operating point (model.decision) again and rewrite its model.json."""
+    from .model import decision
     from .core.dataset import PairSet
-    from .core.model import CausalDeltaModel
+    from .model.network import CausalDeltaModel
 
     model, meta = CausalDeltaModel.load(args.model)
     if args.register_max_shift is not None:
@@ -283,7 +306,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             _fail("no labelled pairs could be made from " + ", ".join(map(str, args.bags)))
         source = "labelled events of " + ", ".join(map(str, args.bags))
     else:
-        from .core.synthetic import SceneConfig, generate_pairs
+        from .synthetic.scenes import SceneConfig, generate_pairs
 
         if "synthetic" not in meta.get("data", {}):
             _fail(f"{args.model} was not made by train-synthetic: give recordings it was not trained on "
@@ -310,7 +333,9 @@ def _torch_threads(n: int) -> None:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from .core.benchmark import BenchmarkConfig, run_benchmark
+    from .data.bags import default_cache_dir
+    from .training.benchmark import BenchmarkConfig, run_benchmark
+    from .training.config import load_config
 
     cfg = BenchmarkConfig.quick() if args.quick else BenchmarkConfig()
     if args.seeds:
@@ -325,8 +350,24 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         cfg = replace(cfg, random_shape_p=args.random_shape_p)
     if args.patch_pool:
         cfg = replace(cfg, model=replace(cfg.model, patch_pool=args.patch_pool))
+    cache = None if args.no_cache else default_cache_dir()
+    if args.few_shot:
+        from .core.paths import shipped_model_dir
+        from .training.simbench import few_shot
+
+        init = Path(args.init) if args.init else shipped_model_dir()
+        few_shot(Path(args.few_shot), init, Path(args.out), load_config(args.config) if args.config else None,
+                 cache_dir=cache, log=_log)
+        return 0
+    if args.sim:
+        from .training.simbench import evaluate_model_on_suite
+
+        if not args.evaluate_model:
+            _fail("--sim evaluates a trained model: give --evaluate-model MODEL_DIR")
+        evaluate_model_on_suite(Path(args.evaluate_model), Path(args.sim), Path(args.out), cache_dir=cache, log=_log)
+        return 0
     if args.evaluate_model:
-        from .core.benchmark import evaluate_model
+        from .training.benchmark import evaluate_model
 
         evaluate_model(Path(args.evaluate_model), cfg, Path(args.out), log=_log)
         return 0
@@ -339,7 +380,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from .ros.demo import run_demo
     except ImportError as exc:
         _fail(f"the demo needs rclpy (ROS 2 or the ros-* wheels: ./dev setup): {exc}")
+    if not 1 <= args.events <= 500:
+        _fail(f"--events must be within 1..500, got {args.events}")
+    if not 0 < args.realtime <= 100:
+        _fail(f"--realtime must be within (0, 100], got {args.realtime}")
     return run_demo(args)
+
+
+def cmd_play(args: argparse.Namespace) -> int:
+    try:
+        from .ros.player import main as play_main
+    except ImportError as exc:
+        _fail(f"play needs rclpy (ROS 2 or the ros-* wheels: ./dev setup): {exc}")
+    return play_main(args.play_args)
 
 
 # ------------------------------------------------------------------------------------ parser
@@ -358,7 +411,7 @@ def _add_randomisation_args(sp: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .core.bags import DEFAULT_EVENT_TOPIC, DEFAULT_IMAGE_TOPIC
+    from .data.bags import DEFAULT_EVENT_TOPIC, DEFAULT_IMAGE_TOPIC
 
     p = argparse.ArgumentParser(prog="cde-ros", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -403,10 +456,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--width", type=int, default=640)
     sp.add_argument("--height", type=int, default=480)
     sp.add_argument("--rate", type=float, default=10.0, help="camera frame rate, Hz (only these frames are rendered)")
+    sp.add_argument("--event-action", choices=["label", "commanded"], default="label",
+                    help="what the events' action says: label (what happened, none for a failed attempt: to train "
+                         "on) or commanded (what the robot was told, as a planner sends it; the truth is in "
+                         "/sim/ground_truth)")
+    sp.add_argument("--camera", help="one camera placement of the style for every episode (train: front, "
+                                      "front_left, front_right, high; heldout: low_left, low_right, top)")
     sp.add_argument("--first-episode", type=int, default=0,
                     help="index of the first episode: bags of one split and seed made in pieces do not repeat")
     sp.add_argument("--image-topic", default=DEFAULT_IMAGE_TOPIC)
     sp.add_argument("--event-topic", default=DEFAULT_EVENT_TOPIC)
+    sp.add_argument("--suite", action="store_true",
+                    help="record the benchmark suite into the directory OUT_BAG instead (every split, in parts; "
+                         "finished parts are kept, so an interrupted run resumes)")
+    sp.add_argument("--splits", nargs="+", help="with --suite: only these suite splits")
+    sp.add_argument("--scale", type=float, default=1.0, help="with --suite: multiply every split's episode count")
+    sp.add_argument("--workers", type=int, default=2, help="with --suite: recorder processes at once")
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_record_sim)
 
@@ -418,6 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", help="override training.device")
     sp.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     sp.add_argument("--overwrite", action="store_true", help="replace a model (or a checkpoint) already in OUT")
+    sp.add_argument("--val-bags", nargs="+", metavar="BAG",
+                    help="recordings whose events are the validation pairs (epoch logs, the none operating point) "
+                         "instead of a random data.val_fraction of the training events")
     sp.add_argument("--init", nargs="?", const=INIT_SHIPPED, metavar="MODEL_DIR",
                     help="start from a trained model (without a directory: the shipped one): its backbone, projector "
                          "and preprocessing; the classifier keeps the rows of the labels both share")
@@ -483,25 +551,42 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how the patch-wise variants pool the Top-K patch deltas (default: ModelConfig's)")
     sp.add_argument("--evaluate-model", metavar="MODEL_DIR",
                     help="no training: evaluate this model on the benchmark's test splits")
+    sp.add_argument("--sim", metavar="SUITE_DIR",
+                    help="with --evaluate-model: on the simulated suite (cde-ros record-sim --suite) instead, with the "
+                         "pixel-difference floor beside it")
+    sp.add_argument("--few-shot", metavar="SUITE_DIR",
+                    help="the data-efficiency benchmark on the suite's held-out scene style: k = 5, 10, 30 episodes "
+                         "per action, 3 seeds, from scratch and from --init")
+    sp.add_argument("--init", metavar="MODEL_DIR", help="with --few-shot: the model to start from (default: shipped)")
+    sp.add_argument("--config", help="with --few-shot: the training YAML of both starts (default: built-in defaults)")
+    sp.add_argument("--no-cache", action="store_true", help="neither read nor write the pair cache")
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_benchmark)
 
-    sp = sub.add_parser("demo", help="synthetic camera + events -> perception node -> planner listener (rclpy)")
-    sp.add_argument("--events", type=int, default=12)
+    sp = sub.add_parser("demo", help="a simulated robot's manipulations -> perception node -> planner verdicts (rclpy)")
+    sp.add_argument("--events", type=int, default=12, help="manipulations to simulate")
     sp.add_argument("--model", help="model directory (default: the shipped model)")
-    sp.add_argument("--scenes", choices=["single", "cluttered"], default="single")
-    sp.add_argument("--split", choices=["iid", "val", "comp", "syst"], default="val")
+    sp.add_argument("--split", choices=["train", "val", "comp", "syst"], default="val",
+                    help="which combinations the robot attempts (val: the training combinations, other episodes; "
+                         "comp / syst: held-out combinations / object classes)")
+    sp.add_argument("--style", choices=["train", "heldout"], default="train", help="scene style of the cell")
     sp.add_argument("--seed", type=int, default=1)
-    sp.add_argument("--rate", type=float, default=20.0)
-    sp.add_argument("--realtime", type=float, default=4.0, help="playback speed factor (1 = real time)")
+    sp.add_argument("--rate", type=float, default=10.0, help="camera frame rate of the simulation, Hz")
+    sp.add_argument("--realtime", type=float, default=2.0, help="playback speed factor (1 = real time)")
     sp.add_argument("--device", default="auto")
+    sp.add_argument("--out", default="runs/demo", help="where the verdict picture is written")
     sp.set_defaults(func=cmd_demo)
+
+    sp = sub.add_parser("play", help="publish a rosbag2 recording through rclpy with /clock (like ros2 bag play)",
+                        add_help=False)
+    sp.add_argument("play_args", nargs=argparse.REMAINDER, help="BAG [--rate X] [--topics T ...] [--no-clock]")
+    sp.set_defaults(func=cmd_play)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .core.bags import BagError
-    from .core.model import ModelFileError
+    from .data.bags import BagError
+    from .model.network import ModelFileError
     from .sim.gl import GLError
 
     args = build_parser().parse_args(argv)

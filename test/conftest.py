@@ -32,10 +32,10 @@ SHIPPED = ROOT / "models" / "default"
 def tiny_model(tmp_path_factory) -> Path:
     """A small real model trained for one epoch on synthetic pairs (seconds)."""
     from cde_ros.core.actions import ACTIONS
-    from cde_ros.core.model import ModelConfig
     from cde_ros.core.preprocess import Preprocessing
-    from cde_ros.core.synthetic import SceneConfig, generate_pairs
-    from cde_ros.core.training import TrainConfig, train
+    from cde_ros.model.network import ModelConfig
+    from cde_ros.synthetic.scenes import SceneConfig, generate_pairs
+    from cde_ros.training.trainer import TrainConfig, train
 
     out = tmp_path_factory.mktemp("tiny_model")
     pre = Preprocessing(32)
@@ -54,12 +54,13 @@ def shipped_model() -> Path:
     return SHIPPED
 
 
-def run_cli(*args: str, check: bool = True):
-    """Run `cde-ros` in a subprocess of this interpreter; returns CompletedProcess."""
+def run_cli(*args: str, check: bool = True, env: dict | None = None):
+    """Run `cde-ros` in a subprocess of this interpreter (`env` added to its environment);
+    returns CompletedProcess."""
     import subprocess
 
     proc = subprocess.run([sys.executable, "-m", "cde_ros.cli", *args], capture_output=True, text=True,
-                          timeout=900, env={**os.environ, "TQDM_DISABLE": "1"})
+                          timeout=900, env={**os.environ, "TQDM_DISABLE": "1", **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"cde-ros {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
                              f"stderr:\n{proc.stderr}")

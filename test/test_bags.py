@@ -3,15 +3,14 @@ import json
 
 import numpy as np
 import pytest
+from conftest import TINY_YAML, run_cli
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from cde_ros.core.bags import BagError, LabelTable, RecordConfig, pair_bag, read_pairs, record_synthetic
-from cde_ros.core.pairing import PairingConfig
 from cde_ros.core.preprocess import Preprocessing
-
-from conftest import TINY_YAML, run_cli
-
+from cde_ros.data.bags import BagError, LabelTable, pair_bag, read_pairs
+from cde_ros.data.pairing import PairingConfig
+from cde_ros.synthetic.record import RecordConfig, record_synthetic
 
 PRE = Preprocessing(32)
 TS = get_typestore(Stores.ROS2_KILTED)

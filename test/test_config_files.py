@@ -59,7 +59,7 @@ def test_setup_installs_launch_config_models_and_the_index_marker():
 
 def test_benchmark_patch_pool_choices_are_the_models():
     from cde_ros.cli import build_parser
-    from cde_ros.core.model import PATCH_POOLS
+    from cde_ros.model.network import PATCH_POOLS
 
     args = build_parser().parse_args(["benchmark", "--patch-pool", "scored"])
     assert args.patch_pool == "scored"

@@ -3,11 +3,9 @@ import json
 import subprocess
 import sys
 
-from cde_ros.core.bags import RecordConfig, record_synthetic
-
 from conftest import TINY_YAML
 
-
+from cde_ros.synthetic.record import RecordConfig, record_synthetic
 
 
 def test_torchrun_two_processes(tmp_path):

@@ -5,12 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from cde_ros.core import decision
-from cde_ros.core.inference import Predictor
-from cde_ros.core.model import CausalDeltaModel, ModelFileError
-
 from conftest import TINY_YAML, run_cli
+
+from cde_ros.model import decision
+from cde_ros.model.inference import Predictor
+from cde_ros.model.network import CausalDeltaModel, ModelFileError
 
 NONE = 2  # label index of `none` in the hand-made logits below (labels: a, b, none)
 

@@ -2,20 +2,34 @@ import json
 import re
 
 import pytest
-
 from conftest import run_cli
 
 
-def test_demo_runs_end_to_end_with_the_shipped_model(shipped_model):
-    proc = run_cli("demo", "--events", "4", "--realtime", "6", "--split", "iid", "--seed", "2", "--device", "cpu")
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("ev-")]
-    assert len(lines) == 4, proc.stdout
-    assert all("commanded" in l and "recognised" in l and "truth" in l for l in lines)
+def test_demo_runs_end_to_end_with_the_shipped_model(shipped_model, tmp_path):
+    """The README's first command, small: simulated manipulations (rendered by MuJoCo, cached),
+    played through rclpy into the node, verdicts printed, the before/after picture written."""
+    import cv2
+
+    env_cache = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    proc = run_cli("demo", "--events", "3", "--realtime", "4", "--device", "cpu", "--out", str(tmp_path / "out"),
+                   env=env_cache)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("val-train-")]
+    assert len(lines) == 3, proc.stdout
+    assert all("robot:" in line and "node:" in line and "planner:" in line and "truth:" in line for line in lines)
     m = re.search(r"accuracy (\d+)/(\d+) = ([0-9.]+); failed manipulations caught (\d+)/(\d+)", proc.stdout)
-    assert m and m.group(2) == "4", proc.stdout
-    assert int(m.group(1)) == sum(" ok " in l for l in lines)
+    assert m and m.group(2) == "3", proc.stdout
+    assert int(m.group(1)) == sum(" ok " in line for line in lines)
     model_id = json.loads((shipped_model / "model.json").read_text())["model_id"]
     assert f"model {model_id}" in proc.stdout
+    picture = cv2.imread(str(tmp_path / "out" / "demo_verdicts.png"))
+    assert picture is not None and picture.shape[1] == 960 and picture.shape[0] == 28 + 3 * 240
+    assert picture[28:, :640].std() > 10  # real frames, not blank tiles
+    # a second run reuses the recording and gives the same verdicts
+    again = run_cli("demo", "--events", "3", "--realtime", "4", "--device", "cpu", "--out", str(tmp_path / "out"),
+                    env=env_cache)
+    assert [line.rsplit("[", 1)[0] for line in again.stdout.splitlines() if line.startswith("val-train-")] == \
+        [line.rsplit("[", 1)[0] for line in lines]
+    assert "simulating" not in again.stderr
 
 
 def test_quick_ood_benchmark_writes_table_and_figures(tmp_path):
@@ -39,7 +53,7 @@ def test_patch_wise_beats_the_baseline_out_of_distribution_in_clutter(tmp_path):
     """The paper's claim on our cluttered scenes, at the benchmark's real size (one seed, ~6 min)."""
     from dataclasses import replace
 
-    from cde_ros.core.benchmark import BenchmarkConfig, run_benchmark
+    from cde_ros.training.benchmark import BenchmarkConfig, run_benchmark
 
     cfg = replace(BenchmarkConfig(), variants=("baseline", "patch_full"), scenes=("cluttered",), seeds=(0,))
     rows = {r["variant"]: r for r in run_benchmark(cfg, tmp_path, progress=False, log=lambda m: None)["rows"]}
@@ -66,7 +80,7 @@ def test_benchmark_evaluates_an_existing_model_on_the_same_splits(tmp_path, tiny
 
 
 def test_a_model_with_a_none_bias_is_evaluated_at_both_operating_points(tmp_path, tiny_model):
-    from cde_ros.core.model import CausalDeltaModel
+    from cde_ros.model.network import CausalDeltaModel
 
     model, meta = CausalDeltaModel.load(tiny_model)
     model.decision = {"none_logit_bias": 3.0, "rule": "test", "none_recall_target": 0.9, "validation": {}}

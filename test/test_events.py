@@ -1,6 +1,6 @@
 import pytest
 
-from cde_ros.core.events import EventParseError, EventPhase, parse_event
+from cde_ros.data.events import EventParseError, EventPhase, parse_event
 
 
 def test_full_event():

@@ -9,15 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TINY_YAML, run_cli
 
 from cde_ros.core.actions import ACTIONS
-from cde_ros.core.losses import LossWeights, causal_delta_loss, env_mmd
-from cde_ros.core.model import CausalDeltaModel, ModelConfig, init_from
 from cde_ros.core.preprocess import Preprocessing
-from cde_ros.core.synthetic import SceneConfig, generate_pairs
-from cde_ros.core.training import TrainConfig, train
+from cde_ros.model.losses import LossWeights, causal_delta_loss, env_mmd
+from cde_ros.model.network import CausalDeltaModel, ModelConfig, init_from
+from cde_ros.synthetic.scenes import SceneConfig, generate_pairs
+from cde_ros.training.trainer import TrainConfig, train
 
 MC = ModelConfig(backbone_kwargs={"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2},
                  embed_dim=32, projector_hidden=32, top_k=4)
@@ -174,7 +173,7 @@ def _hf_cache(root: Path, repo: str, state: dict[str, torch.Tensor]) -> Path:
 HUB_SCRIPT = """
 import sys, torch
 from cde_ros.core.actions import ACTIONS
-from cde_ros.core.model import CausalDeltaModel, ModelConfig, ModelFileError
+from cde_ros.model.network import CausalDeltaModel, ModelConfig, ModelFileError
 from cde_ros.core.preprocess import Preprocessing
 mc = ModelConfig(backbone="test_vit.r160_in1k", backbone_kwargs={}, pretrained=True, embed_dim=32,
                  projector_hidden=32, top_k=4, labels=list(ACTIONS))

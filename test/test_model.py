@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from cde_ros.core.inference import Predictor
-from cde_ros.core.losses import LossWeights, causal_delta_loss, supervised_contrastive
-from cde_ros.core.model import CausalDeltaModel, ModelConfig, ModelFileError
 from cde_ros.core.preprocess import Preprocessing
+from cde_ros.model.inference import Predictor
+from cde_ros.model.losses import LossWeights, causal_delta_loss, supervised_contrastive
+from cde_ros.model.network import CausalDeltaModel, ModelConfig, ModelFileError
 
 LABELS = ["open", "close", "none"]
 SMALL = {"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}

@@ -19,8 +19,8 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from cde_ros.core import images
-from cde_ros.core.events import EventPhase
-from cde_ros.core.inference import Predictor
+from cde_ros.data.events import EventPhase
+from cde_ros.model.inference import Predictor
 from cde_ros.ros import conversions
 from cde_ros.ros.demo import PlannerListener, SyntheticCamera
 from cde_ros.ros.perception_node import PerceptionNode, start

@@ -1,9 +1,9 @@
 """Frame selection and event bookkeeping exactly as CONTRACT.md says."""
 import pytest
 
-from cde_ros.core.events import EventPhase
-from cde_ros.core.pairing import EventPairer, PairingConfig
-from cde_ros.core.snapshot import Frame, SnapshotBuffer
+from cde_ros.data.events import EventPhase
+from cde_ros.data.pairing import EventPairer, PairingConfig
+from cde_ros.data.snapshot import Frame, SnapshotBuffer
 
 MS = 1_000_000
 

@@ -7,12 +7,12 @@ import cv2
 import numpy as np
 import pytest
 
-from cde_ros.core.evaluation import predict_pairs
-from cde_ros.core.inference import Predictor
-from cde_ros.core.model import WEIGHTS_FILE, CausalDeltaModel, model_id_for
 from cde_ros.core.preprocess import Preprocessing, estimate_shift
-from cde_ros.core.synthetic import SceneConfig, generate_pairs
-from cde_ros.core.training import TrainConfig, train
+from cde_ros.model.inference import Predictor
+from cde_ros.model.network import WEIGHTS_FILE, CausalDeltaModel, model_id_for
+from cde_ros.synthetic.scenes import SceneConfig, generate_pairs
+from cde_ros.training.evaluation import predict_pairs
+from cde_ros.training.trainer import TrainConfig, train
 
 
 def _view(seed: int = 0, size: int = 128) -> np.ndarray:
@@ -107,7 +107,7 @@ def test_evaluation_and_the_predictor_register_alike_and_the_id_says_so(tmp_path
 
 def test_training_registers_its_pairs_and_records_the_bound(tmp_path, monkeypatch):
     from cde_ros.core.actions import ACTIONS
-    from cde_ros.core.model import ModelConfig
+    from cde_ros.model.network import ModelConfig
 
     seen = []
     original = Preprocessing.register_batch

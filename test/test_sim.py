@@ -6,7 +6,6 @@ from collections import Counter
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
 
 from cde_ros.core.actions import ACTIONS
@@ -154,9 +153,9 @@ def test_record_sim_writes_bags_the_trainer_pairs(tmp_path):
     from rosbags.rosbag2 import Reader
     from rosbags.typesys import Stores, get_typestore
 
-    from cde_ros.core.bags import read_pairs
-    from cde_ros.core.pairing import PairingConfig
     from cde_ros.core.preprocess import Preprocessing
+    from cde_ros.data.bags import read_pairs
+    from cde_ros.data.pairing import PairingConfig
 
     ts = get_typestore(Stores.ROS2_KILTED)
     for storage, image, size in (("mcap", "raw", (640, 480)), ("sqlite3", "both", (320, 240))):

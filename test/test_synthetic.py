@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cde_ros.core import synthetic as s
+from cde_ros.synthetic import scenes as s
 from cde_ros.core.actions import ACTIONS, OPPOSITE
 
 

@@ -3,11 +3,11 @@ import json
 import pytest
 
 from cde_ros.core.actions import ACTIONS
-from cde_ros.core.config import load_config
-from cde_ros.core.model import ModelConfig
 from cde_ros.core.preprocess import Preprocessing
-from cde_ros.core.synthetic import SceneConfig, generate_pairs
-from cde_ros.core.training import TrainConfig, train
+from cde_ros.model.network import ModelConfig
+from cde_ros.synthetic.scenes import SceneConfig, generate_pairs
+from cde_ros.training.config import load_config
+from cde_ros.training.trainer import TrainConfig, train
 
 MC = ModelConfig(backbone_kwargs={"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2},
                  embed_dim=32, projector_hidden=32, top_k=4)
@@ -93,7 +93,7 @@ def test_train_synthetic_cli_makes_a_loadable_model_that_records_its_recipe(tmp_
     """`cde-ros train-synthetic` is how the shipped model is made: run it small, end to end."""
     from conftest import TINY_YAML, run_cli
 
-    from cde_ros.core.model import CausalDeltaModel
+    from cde_ros.model.network import CausalDeltaModel
 
     (tmp_path / "tiny.yaml").write_text(TINY_YAML)
     proc = run_cli("train-synthetic", "--out", str(tmp_path / "m"), "--config", str(tmp_path / "tiny.yaml"),

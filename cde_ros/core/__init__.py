@@ -1,1 +1,1 @@
-"""The ROS-free core of cde_ros. Nothing under this package imports rclpy or launch."""
+"""The ground floor every other package builds on: the action vocabulary, pair sets, time stamps,\nimage conversion, the shared preprocessing and where the shipped model lives. Nothing outside\n`cde_ros.ros` imports rclpy or launch."""

@@ -10,7 +10,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from ..core import images, stamps
-from ..core.snapshot import Frame
+from ..data.snapshot import Frame
 
 try:  # a real ROS 2 install has cv_bridge; the PyPI wheels do not
     from cv_bridge import CvBridge  # type: ignore

@@ -30,17 +30,16 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import Executor, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                       qos_profile_sensor_data)
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from ..core import stamps
-from ..core.events import EventParseError, EventPhase, parse_event
 from ..core.images import ImageError
-from ..core.pairing import EventPairer, Outcome, PairingConfig
-from ..core.snapshot import SnapshotBuffer
+from ..data.events import EventParseError, EventPhase, parse_event
+from ..data.pairing import EventPairer, Outcome, PairingConfig
+from ..data.snapshot import SnapshotBuffer
 from . import conversions
 
 NODE_NAME = "cde_perception"
@@ -87,7 +86,7 @@ PARAMS: dict[str, _Param] = {
     "max_queue": _Param(16, "Inference jobs waiting at most; further events are dropped and reported.",
                         range=(1, 10000)),
     "none_logit_bias": _Param(-1.0, "Bias added to the 'none' logit, the operating point between catching failed "
-                              "actions and missing real ones (cde_ros/core/decision.py); -1: the model's own, "
+                              "actions and missing real ones (cde_ros/model/decision.py); -1: the model's own, "
                               "chosen on validation pairs and stored in model.json.", range=(-1.0, 3.0)),
     "confidence_threshold": _Param(0.0, "Below this confidence the action is reported as 'unknown'.",
                                    read_only=False, range=(0.0, 1.0)),
@@ -278,9 +277,9 @@ class PerceptionNode(LifecycleNode):
         return t.rstrip("/") + "/compressed" if self._p("image_transport") == "compressed" else t
 
     def _load_model(self) -> None:
-        from ..core.inference import Predictor
-        from ..core.model import ModelFileError
         from ..core.paths import shipped_model_dir
+        from ..model.inference import Predictor
+        from ..model.network import ModelFileError
 
         self._predictor, self._model_error = None, ""
         try:

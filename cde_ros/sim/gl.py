@@ -43,12 +43,25 @@ def choose_backend() -> str:
     return chosen
 
 
+def _load_triton_first() -> None:
+    """Mesa's software renderer and triton (which torch imports for its compiler, e.g. through
+    timm) each bring their own LLVM. Loaded after Mesa, triton's crashes the process (a
+    segmentation fault in `import triton`, seen with torch 2.15 and Mesa 22.3); loaded first,
+    both work. So in a process that may use both, triton goes first."""
+    import importlib.util
+    import sys
+
+    if "triton" not in sys.modules and importlib.util.find_spec("triton") is not None:
+        import triton  # noqa: F401
+
+
 def import_mujoco():
     """`mujoco`, imported with a headless backend chosen (see the module docstring)."""
     import sys
 
     if "mujoco" not in sys.modules:
         choose_backend()
+        _load_triton_first()
     try:
         import mujoco
     except ImportError as exc:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .fixtures.base import GlowVar, JointVar, box, cyl, ring
-from .mjcf import E, Builder
+from .mjcf import Builder, E
 
 KINDS = ("can", "bottle", "box", "fruit", "plate", "cup", "jar", "plant", "tablet", "board")
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..core import stamps
-from ..core.bags import DEFAULT_EVENT_TOPIC, DEFAULT_IMAGE_TOPIC, BagWriter
-from ..core.events import EventPhase
+from ..data.bags import DEFAULT_EVENT_TOPIC, DEFAULT_IMAGE_TOPIC, BagWriter
+from ..data.events import EventPhase
 from .episodes import Episode, EpisodeError, TimingConfig
 from .scene import SceneConfig
 from .styles import sample_style
@@ -45,6 +45,11 @@ class SimRecordConfig:
     frame_id: str = "camera_optical_frame"
     start_s: float = 1.0  # sim time of the first frame
     first_episode: int = 0  # index of the first episode (bags of one split can be made in pieces)
+    # what the events' `action` says: "label" (what happened: `none` for a failed attempt; a
+    # recording to train on) or "commanded" (what the robot was told to do, as a planner sends
+    # it; the truth is then only in the ground-truth topic)
+    event_action: str = "label"
+    camera: str = ""  # one camera placement family of the style for every episode (styles.camera_names); "": drawn
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -54,6 +59,14 @@ class SimRecordConfig:
         if not (16 <= self.width <= 4096 and 16 <= self.height <= 4096):
             raise ValueError(f"image size {self.width}x{self.height} is outside 16..4096 pixels")
         Draw(self.split, self.style, self.seed, self.none_fraction)  # validates split, style, none share
+        if self.camera:
+            from .styles import camera_names
+
+            if self.camera not in camera_names(self.style):
+                raise ValueError(f"camera {self.camera!r} is not one of the {self.style} style's placements "
+                                 f"{', '.join(camera_names(self.style))}")
+        if self.event_action not in ("label", "commanded"):
+            raise ValueError(f"event_action must be label or commanded, got {self.event_action!r}")
 
 
 def episode_id(cfg: SimRecordConfig, index: int) -> str:
@@ -85,7 +98,7 @@ def record_sim(out: str | Path, cfg: SimRecordConfig, progress: bool = True,
             for attempt in range(MAX_ATTEMPTS):
                 rng = draw.rng(index, attempt)
                 try:
-                    episode = Episode(spec, sample_style(rng, cfg.style), rng, scene_cfg, timing)
+                    episode = Episode(spec, sample_style(rng, cfg.style, cfg.camera or None), rng, scene_cfg, timing)
                     episode.check_reach()
                     break
                 except EpisodeError:
@@ -96,7 +109,8 @@ def record_sim(out: str | Path, cfg: SimRecordConfig, progress: bool = True,
             eid = episode_id(cfg, index)
             base_ns = int(round(t_line * 1e9))
             start_ns, end_ns = base_ns + int(episode.start_s * 1e9), base_ns + int(episode.end_s * 1e9)
-            pending = [EventPhase("start", eid, start_ns, spec.action), EventPhase("end", eid, end_ns, spec.action)]
+            said = spec.action if cfg.event_action == "label" else spec.attempted
+            pending = [EventPhase("start", eid, start_ns, said), EventPhase("end", eid, end_ns, said)]
             try:
                 for t, rgb in episode.frames():
                     stamp = base_ns + int(round(t * 1e9))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .mjcf import E, Builder
+from .mjcf import Builder, E
 
 ARM_JOINTS = ("arm_j1", "arm_j2", "arm_j3", "arm_j4", "arm_j5", "arm_j6")
 FINGER_JOINTS = ("arm_finger_l", "arm_finger_r")

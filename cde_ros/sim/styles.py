@@ -119,9 +119,16 @@ def _kelvin_rgb(k: float) -> tuple[float, float, float]:
     return tuple(float(v) for v in warm * (1 - t) + cool * t)
 
 
-def sample_style(rng: np.random.Generator, domain: str = "train") -> Style:
+def camera_names(domain: str) -> tuple[str, ...]:
+    return tuple(c[0] for c in _CAMERAS[domain])
+
+
+def sample_style(rng: np.random.Generator, domain: str = "train", camera: str | None = None) -> Style:
+    """A style of `domain`; `camera` fixes the camera placement family (else drawn)."""
     if domain not in DOMAINS:
         raise ValueError(f"style domain must be one of {DOMAINS}, got {domain!r}")
+    if camera is not None and camera not in camera_names(domain):
+        raise ValueError(f"camera placement {camera!r} is not one of the {domain} style's {camera_names(domain)}")
     fam = _FAMILIES[domain]
     pick = lambda kind: _surface(rng, fam[kind][rng.integers(len(fam[kind]))], domain, kind)  # noqa: E731
     if domain == "train":
@@ -136,7 +143,8 @@ def sample_style(rng: np.random.Generator, domain: str = "train") -> Style:
     lighting = Lighting(az, el, tuple(float(v) for v in rgb * rng.uniform(0.55, 0.9)),
                         fill=float(rng.uniform(0.15, 0.35)), ambient=float(rng.uniform(0.12, 0.28)),
                         drift=float(rng.uniform(0.0, 0.12)))
-    name, az_c, el_c, dist, fovy = _CAMERAS[domain][rng.integers(len(_CAMERAS[domain]))]
+    drawn = int(rng.integers(len(_CAMERAS[domain])))  # drawn either way: the rest of the style stays the same
+    name, az_c, el_c, dist, fovy = _CAMERAS[domain][camera_names(domain).index(camera) if camera else drawn]
     camera = CameraPlacement(
         name, math.radians(az_c + rng.uniform(-6, 6)), math.radians(el_c + rng.uniform(-4, 4)),
         dist * rng.uniform(0.9, 1.12), fovy + float(rng.uniform(-4, 4)),

@@ -96,7 +96,7 @@ def calibrate(model, pairs, target_recall: float, device: torch.device | str = "
     it (`model.decision`; `source` says where the pairs came from). Pairs whose label the model
     does not know are left out. Returns the decision; ValueError when the model has no `none`
     label or the pairs too few `none` pairs."""
-    from .evaluation import predict_pairs
+    from .inference import predict_pairs
 
     labels = list(model.labels)
     if NONE not in labels:

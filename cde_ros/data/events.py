@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from . import stamps
+from ..core import stamps
 
 PHASES = ("start", "end")
 

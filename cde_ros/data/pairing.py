@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from . import stamps
+from ..core import stamps
 from .events import EventPhase
 from .snapshot import Frame, SnapshotBuffer
 

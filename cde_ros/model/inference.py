@@ -2,7 +2,7 @@
 
 The before frame can be encoded ahead of time (`encode`) and passed to `classify` later, so at
 the end of an event only the after frame is left to encode. Scores are the softmax of the logits
-at the model's `none` operating point (`core.decision`), so the action is their argmax. Runs
+at the model's `none` operating point (`model.decision`), so the action is their argmax. Runs
 under `torch.inference_mode`, on CUDA with fp16/bf16 autocast when available, else on CPU in fp32.
 """
 from __future__ import annotations
@@ -15,11 +15,37 @@ from typing import Sequence, Union
 import numpy as np
 import torch
 
+from ..core.dataset import PairSet
 from .decision import check_bias
-from .model import WEIGHTS_FILE, CausalDeltaModel, Encoding, model_id_for
-from .training import pick_device
+from .network import WEIGHTS_FILE, CausalDeltaModel, Encoding, model_id_for
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+    return torch.device(device)
+
+
+@torch.inference_mode()
+def predict_pairs(model, pairs: PairSet, device: torch.device | str = "cpu", batch_size: int = 256,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(raw logits N x C, aggregated delta N x D) for a PairSet; `model.decide` turns the logits
+    into the model's predictions."""
+    model.eval()
+    pre = model.preprocessing
+    device = torch.device(device)
+    logits, deltas = [], []
+    for i in range(0, len(pairs), batch_size):
+        b, a = pre.prepare_pairs(pairs.before[i:i + batch_size], pairs.after[i:i + batch_size])
+        b, a = b.to(device), a.to(device)
+        out = model(b, a)
+        logits.append(out.logits.float().cpu().numpy())
+        deltas.append(out.delta.float().cpu().numpy())
+    return np.concatenate(logits), np.concatenate(deltas)
 
 
 @dataclass
@@ -50,7 +76,7 @@ class Predictor:
     def __init__(self, model_dir: str | Path, device: str = "auto", precision: str = "auto",
                  none_logit_bias: float | None = None) -> None:
         """Load a model directory. `none_logit_bias` replaces the model's `none` operating point
-        (core.decision; None: the one in model.json); `model_id` then names the replacement."""
+        (model.decision; None: the one in model.json); `model_id` then names the replacement."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.device = pick_device(device)

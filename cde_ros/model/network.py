@@ -38,8 +38,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core.preprocess import Preprocessing
 from . import decision
-from .preprocess import Preprocessing
 
 HEADS = ("global", "patch", "baseline")
 PATCH_POOLS = ("norm", "scored")
@@ -260,7 +260,7 @@ class CausalDeltaModel(nn.Module):
             self.scorer = nn.Sequential(nn.Linear(d, 64), nn.GELU(), nn.Linear(64, 1))
             nn.init.zeros_(self.scorer[2].weight)
             nn.init.zeros_(self.scorer[2].bias)
-        # the `none` operating point (core.decision): not a weight; chosen on validation pairs
+        # the `none` operating point (model.decision): not a weight; chosen on validation pairs
         # after training, saved in model.json under "decision" with how it was chosen
         self.decision: dict[str, Any] = {"none_logit_bias": 0.0}
 

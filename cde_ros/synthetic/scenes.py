@@ -32,8 +32,8 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
-from .actions import ACTIONS, OPPOSITE  # noqa: F401  (re-exported)
-from .dataset import PairSet
+from ..core.actions import ACTIONS, OPPOSITE  # noqa: F401  (re-exported)
+from ..core.dataset import PairSet
 
 _PART_ACTIONS = {"lid": ("open", "close"), "light": ("turn_on", "turn_off"),
                  "tank": ("fill", "empty"), "movable": ("push_left", "push_right")}

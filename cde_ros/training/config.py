@@ -7,10 +7,10 @@ from typing import Any
 
 import yaml
 
-from .model import ModelConfig
-from .pairing import PairingConfig
-from .preprocess import Preprocessing
-from .training import TrainConfig
+from ..core.preprocess import Preprocessing
+from ..data.pairing import PairingConfig
+from ..model.network import ModelConfig
+from .trainer import TrainConfig
 
 
 @dataclass

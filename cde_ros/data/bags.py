@@ -1,6 +1,6 @@
 """rosbag2 recordings (sqlite3 and MCAP) without ROS, through the `rosbags` library.
 
-- `record_synthetic` writes a bag from the synthetic camera stream (CONTRACT.md topics).
+- `BagWriter` writes a recording in the contract's layout (the 2D and the MuJoCo recorders use it).
 - `read_pairs` streams through bags, feeds frames and events to the same `EventPairer` the node
   uses, decodes only the frames an event picks, and returns a `PairSet` plus a report of what was
   skipped and why. Memory does not grow with the bag's length: only the snapshot buffer and the
@@ -19,12 +19,12 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from . import stamps
-from .dataset import PairSet
+from ..core import stamps
+from ..core.dataset import PairSet
+from ..core.images import ImageError, message_to_rgb, rgb_to_jpeg, rgb_to_raw
+from ..core.preprocess import Preprocessing
 from .events import EventParseError, EventPhase, parse_event
-from .images import ImageError, message_to_rgb, rgb_to_jpeg, rgb_to_raw
 from .pairing import EventPairer, PairingConfig
-from .preprocess import Preprocessing
 from .snapshot import Frame, SnapshotBuffer
 
 DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
@@ -45,22 +45,6 @@ def _typestore():
 
 
 # -------------------------------------------------------------------------------- recording
-
-@dataclass
-class RecordConfig:
-    storage: str = "mcap"  # mcap | sqlite3
-    split: str = "iid"
-    scenes: str = "single"  # single | cluttered
-    events: int = 20
-    seed: int = 0
-    rate_hz: float = 20.0
-    size: tuple[int, int] = (128, 128)
-    compressed: bool = False  # also write CompressedImage (JPEG) on IMAGE_TOPIC + "/compressed"
-    image_topic: str = DEFAULT_IMAGE_TOPIC
-    event_topic: str = DEFAULT_EVENT_TOPIC
-    frame_id: str = "camera_optical_frame"
-    latency_s: tuple[float, float] = (0.004, 0.02)  # camera stamp -> recording time
-
 
 IMAGE_FORMATS = ("raw", "compressed", "both")
 
@@ -160,31 +144,6 @@ class BagWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def record_synthetic(out: str | Path, cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
-    """Write a rosbag2 with the synthetic camera stream and its labelled events."""
-    from tqdm.auto import tqdm
-
-    from .synthetic import SceneConfig, StreamConfig, stream
-
-    if cfg.scenes not in ("single", "cluttered"):
-        raise ValueError(f"scenes must be single or cluttered, got {cfg.scenes!r}")
-    with BagWriter(out, cfg.storage, cfg.image_topic, cfg.event_topic, "both" if cfg.compressed else "raw",
-                   cfg.frame_id, latency_s=cfg.latency_s, seed=cfg.seed) as writer:
-        items = stream(cfg.split, cfg.events, SceneConfig(clutter=cfg.scenes == "cluttered", size=cfg.size),
-                       StreamConfig(rate_hz=cfg.rate_hz), seed=cfg.seed)
-        bar = tqdm(total=cfg.events, desc=f"recording {Path(out).name}", unit="event", disable=not progress)
-        for kind, stamp_ns, item in items:
-            if kind == "frame":
-                writer.frame(stamp_ns, item)
-            else:
-                writer.event(EventPhase(item.phase, item.event_id, item.stamp_ns, item.action))
-                if item.phase == "end":
-                    bar.update(1)
-        bar.close()
-        counts = {k: writer.counts[k] for k in ("frames", "events")}
-    return {"bag": str(out), **counts, **{k: v for k, v in asdict(cfg).items() if k != "latency_s"}}
 
 
 # ---------------------------------------------------------------------------------- reading
@@ -385,6 +344,27 @@ def iter_bag(bag: Path, image_topic: str, event_topic: str, report: BagReport
                 yield "event", log_ns, parse_event(msg.data)
             except EventParseError as exc:
                 yield "event", log_ns, exc
+
+
+def read_json_topic(bag: str | Path, topic: str) -> list[dict]:
+    """Every JSON object on a `std_msgs/String` topic of a bag, in recording order (e.g. the
+    simulator's `/sim/ground_truth`). Raises BagError when the bag cannot be read or lacks it."""
+    bag = Path(bag)
+    report = BagReport(str(bag))
+    topics, _, messages = _bag_messages(bag, (topic,), report)
+    if topics.get(topic) != STRING_TYPE:
+        raise BagError(f"bag {bag}: has no {STRING_TYPE} topic {topic}")
+    ts = _typestore()
+    out = []
+    for t, msgtype, _, raw in messages:
+        if t == topic:
+            try:
+                value = json.loads(ts.deserialize_cdr(raw, msgtype).data)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(value, dict):
+                out.append(value)
+    return out
 
 
 def pair_bag(bag: str | Path, pre: Preprocessing, pairing: PairingConfig,

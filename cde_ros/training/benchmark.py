@@ -17,14 +17,14 @@ from typing import Callable
 
 import numpy as np
 
-from .actions import ACTIONS
+from ..core.actions import ACTIONS
+from ..core.preprocess import Preprocessing
+from ..model.losses import LossWeights
+from ..model.network import ModelConfig
+from ..synthetic.scenes import TRAIN_RANDOM_COLOR_P, TRAIN_RANDOM_SHAPE_P, SceneConfig, generate_pairs
 from .evaluation import (classification_metrics, evaluate_pairs, plot_confusion, plot_cosine_matrix,
                          plot_delta_projection)
-from .losses import LossWeights
-from .model import ModelConfig
-from .preprocess import Preprocessing
-from .synthetic import TRAIN_RANDOM_COLOR_P, TRAIN_RANDOM_SHAPE_P, SceneConfig, generate_pairs
-from .training import TrainConfig, resize_pairs, train
+from .trainer import TrainConfig, resize_pairs, train
 
 # name -> (head, alpha_contrast, alpha_sparsity)
 VARIANTS: dict[str, tuple[str, float, float]] = {
@@ -156,7 +156,7 @@ def evaluate_model(model_dir: Path, cfg: BenchmarkConfig, out: Path, log: Callab
     (accuracy, recall per action and per held-out object class), `ood_model_<name>.json` (every
     row) and the first seed's figures of the comp and syst splits; <name> is the model directory's
     name."""
-    from .model import CausalDeltaModel
+    from ..model.network import CausalDeltaModel
 
     model, meta = CausalDeltaModel.load(model_dir)
     pre = model.preprocessing

@@ -5,7 +5,7 @@
   pairs, write a checkpoint atomically (`checkpoint/state.safetensors` + `state.json`; optimizer
   state included, nothing pickled) so `resume=True` continues where an interrupted run stopped.
 - The final model is the last epoch's (no epoch is picked on test data). Its `none` operating
-  point is then chosen on the validation pairs (`TrainConfig.none_recall_target`, core.decision).
+  point is then chosen on the validation pairs (`TrainConfig.none_recall_target`, model.decision).
 - Under `torchrun` (WORLD_SIZE > 1) it trains with DistributedDataParallel; rank 0 writes files.
 """
 from __future__ import annotations
@@ -23,13 +23,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import decision
-from .actions import OPPOSITE
-from .dataset import PairSet
+from ..core.actions import OPPOSITE
+from ..core.dataset import PairSet
+from ..core.preprocess import Preprocessing
+from ..model import decision
+from ..model.inference import pick_device
+from ..model.losses import LossWeights, causal_delta_loss
+from ..model.network import CausalDeltaModel, ModelConfig
 from .evaluation import evaluate_pairs
-from .losses import LossWeights, causal_delta_loss
-from .model import CausalDeltaModel, ModelConfig
-from .preprocess import Preprocessing
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -46,10 +47,16 @@ class TrainConfig:
     # augmentation: independent brightness jitter per view, and horizontal flips that swap
     # push_left <-> push_right (the only labels a mirror changes)
     augment: bool = True
+    # with augment: what differs between robot cells, the same for both frames of a pair (the
+    # change between them stays what it is): the view zoomed in by up to this share of the frame
+    # and shifted within it (another camera placement), and a colour cast of the light (a
+    # per-channel shift of this size in normalised units). 0: off
+    augment_view: float = 0.0
+    augment_tint: float = 0.0
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 = all cores
     # after the last epoch, the `none` operating point is chosen on the validation pairs so that
-    # `none` recall there reaches this (core.decision); 0: leave it at 0 (plain argmax)
+    # `none` recall there reaches this (model.decision); 0: leave it at 0 (plain argmax)
     none_recall_target: float = 0.98
     # learning rate of the backbone relative to `lr`. None: 1 for a backbone trained from
     # scratch, BACKBONE_LR_SCALE_PRETRAINED when it starts from pretrained weights or from a
@@ -81,6 +88,8 @@ class TrainConfig:
         number("weight_decay", 0.0, 10.0)
         number("warmup_epochs", 0.0)
         number("token_cache_gb", 0.0)
+        number("augment_view", 0.0, 0.5)
+        number("augment_tint", 0.0, 1.0)
         number("backbone_lr_scale", 0.0, 10.0, optional=True)
         if not 0.0 <= self.none_recall_target <= 1.0:  # refused now, not after the last epoch
             raise ValueError(f"none_recall_target must be within [0, 1], got {self.none_recall_target}")
@@ -111,14 +120,6 @@ class TrainConfig:
 BACKBONE_LR_SCALE_PRETRAINED = 0.1
 
 
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
-    return torch.device(device)
-
-
 def resize_pairs(pairs: PairSet, pre: Preprocessing) -> PairSet:
     """Resize every frame to the model input size with the shared preprocessing."""
     s = pre.input_size
@@ -138,7 +139,8 @@ def _flip_map(labels: list[str]) -> torch.Tensor:
     return torch.tensor(out)
 
 
-def _augment(b: torch.Tensor, a: torch.Tensor, y: torch.Tensor, flip_map: torch.Tensor, gen: torch.Generator):
+def _augment(b: torch.Tensor, a: torch.Tensor, y: torch.Tensor, flip_map: torch.Tensor, gen: torch.Generator,
+             view: float = 0.0, tint: float = 0.0):
     n = b.shape[0]
     flip = torch.rand(n, generator=gen) < 0.5
     b = torch.where(flip[:, None, None, None], b.flip(3), b)
@@ -146,7 +148,21 @@ def _augment(b: torch.Tensor, a: torch.Tensor, y: torch.Tensor, flip_map: torch.
     y = torch.where(flip, flip_map[y], y)
     gb = 1 + 0.3 * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)
     ga = 1 + 0.3 * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)
-    return b * gb, a * ga, y
+    b, a = b * gb, a * ga
+    if view:  # one crop for both frames: zoom in by up to `view`, shifted anywhere inside
+        import torch.nn.functional as F
+
+        scale = 1 - view * torch.rand(n, generator=gen)
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0] = theta[:, 1, 1] = scale
+        theta[:, :, 2] = (torch.rand(n, 2, generator=gen) * 2 - 1) * (1 - scale)[:, None]
+        grid = F.affine_grid(theta, list(b.shape), align_corners=False)
+        b = F.grid_sample(b, grid, align_corners=False, padding_mode="reflection")
+        a = F.grid_sample(a, grid, align_corners=False, padding_mode="reflection")
+    if tint:  # one colour cast for both frames
+        cast = tint * torch.randn(n, 3, 1, 1, generator=gen)
+        b, a = b + cast, a + cast
+    return b, a, y
 
 
 @dataclass
@@ -225,7 +241,7 @@ def train(train_pairs: PairSet, val_pairs: PairSet | None, labels: list[str], mo
           progress: bool = True, log: Callable[[str], None] = print,
           extra_meta: dict[str, Any] | None = None, init: CausalDeltaModel | None = None) -> TrainResult:
     """Train a model on `train_pairs`; evaluate on `val_pairs` each epoch; save to `out_dir`.
-    `init`: start from this model (`core.model.init_from`; its architecture and preprocessing,
+    `init`: start from this model (`model.network.init_from`; its architecture and preprocessing,
     `model_cfg` and `pre` are then not used) instead of a new one."""
     from tqdm.auto import tqdm
 
@@ -340,7 +356,7 @@ def train(train_pairs: PairSet, val_pairs: PairSet | None, labels: list[str], mo
             else:
                 xb, xa = pre.normalise_pair(before_all[idx], after_all[idx])
                 if cfg.augment:
-                    xb, xa, y = _augment(xb, xa, y, flip_map, gen)
+                    xb, xa, y = _augment(xb, xa, y, flip_map, gen, cfg.augment_view, cfg.augment_tint)
                 xb, xa, y = xb.to(device, non_blocking=True), xa.to(device, non_blocking=True), y.to(device)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                     out = ddp_model(xb, xa)

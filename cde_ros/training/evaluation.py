@@ -9,26 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .actions import OPPOSITE
-from .dataset import PairSet
-
-
-@torch.inference_mode()
-def predict_pairs(model, pairs: PairSet, device: torch.device | str = "cpu", batch_size: int = 256,
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(raw logits N x C, aggregated delta N x D) for a PairSet; `model.decide` turns the logits
-    into the model's predictions."""
-    model.eval()
-    pre = model.preprocessing
-    device = torch.device(device)
-    logits, deltas = [], []
-    for i in range(0, len(pairs), batch_size):
-        b, a = pre.prepare_pairs(pairs.before[i:i + batch_size], pairs.after[i:i + batch_size])
-        b, a = b.to(device), a.to(device)
-        out = model(b, a)
-        logits.append(out.logits.float().cpu().numpy())
-        deltas.append(out.delta.float().cpu().numpy())
-    return np.concatenate(logits), np.concatenate(deltas)
+from ..core.actions import OPPOSITE
+from ..core.dataset import PairSet
+from ..model.inference import predict_pairs
 
 
 def classification_metrics(true: list[str], pred: list[str], labels: list[str]) -> dict[str, Any]:
@@ -57,7 +40,20 @@ def classification_metrics(true: list[str], pred: list[str], labels: list[str]) 
         "errors": len(errors),
         "opposite_error_rate": opposite / len(errors) if errors else 0.0,
         "opposite_errors": opposite,
+        **success_failure_rates(true, pred),
     }
+
+
+def success_failure_rates(true: list[str], pred: list[str], none: str = "none") -> dict[str, Any]:
+    """What a planner verifying its actions pays for: the false-success rate (a failed
+    manipulation, `none`, read as some action: the planner moves on although nothing happened)
+    and the false-failure rate (a real action read as `none`: a needless retry), with the
+    number of pairs each is taken over. NaN where there are no such pairs."""
+    nones = [p for t, p in zip(true, pred) if t == none]
+    acts = [p for t, p in zip(true, pred) if t != none]
+    return {"false_success_rate": float(np.mean([p != none for p in nones])) if nones else float("nan"),
+            "false_failure_rate": float(np.mean([p == none for p in acts])) if acts else float("nan"),
+            "none_pairs": len(nones), "action_pairs": len(acts)}
 
 
 def class_mean_cosines(deltas: np.ndarray, actions: list[str], labels: list[str]) -> tuple[np.ndarray, list[str]]:

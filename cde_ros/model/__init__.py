@@ -1,0 +1,1 @@
+"""The causal delta embedding model: network, losses, the `none` operating point, inference."""

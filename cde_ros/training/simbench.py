@@ -1,0 +1,377 @@
+"""Benchmarks on simulated recordings (`cde-ros record-sim`): the data suite, a model evaluated on
+every split with a pixel-difference floor beside it, and the data-efficiency (few-shot) benchmark.
+
+The suite (`SUITE`) is a directory of rosbag2 recordings, one folder per split, each made of
+parts of at most `PART_EPISODES` episodes (recorded in parallel processes, resumable):
+
+    train        training combinations, training scene style      (the shipped model trains on it)
+    val          the same, other episodes                           (epochs, operating points)
+    comp, syst   held-out combinations / object classes             (test)
+    style        training combinations in the held-out scene style  (test: a new robot cell)
+    style_comp, style_syst   held-out combinations / classes in the held-out style (test)
+    style_train  training combinations in the held-out style        (few-shot pool: a user's recordings)
+
+No choice (recipe, epochs, thresholds) is made on a test split: the pixel floor's threshold comes
+from `train`, the `none` operating point from `val`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..core.dataset import PairSet
+from .evaluation import classification_metrics, plot_confusion
+
+PART_EPISODES = 300
+TRUTH_TOPIC = "/sim/ground_truth"
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    split: str  # sim.tasks.SPLITS
+    style: str  # sim.styles.DOMAINS
+    episodes: int
+    seed: int
+    # each part from one camera placement family, cycling (so that each bag is one viewpoint: the
+    # recording environments the environment-invariance loss term aligns across)
+    camera_per_part: bool = False
+
+
+SUITE: dict[str, SplitSpec] = {
+    "train": SplitSpec("train", "train", 4000, 0, camera_per_part=True),
+    "val": SplitSpec("val", "train", 300, 1),
+    "comp": SplitSpec("comp", "train", 400, 2),
+    "syst": SplitSpec("syst", "train", 400, 3),
+    "style": SplitSpec("val", "heldout", 400, 4),
+    "style_comp": SplitSpec("comp", "heldout", 300, 5),
+    "style_syst": SplitSpec("syst", "heldout", 300, 6),
+    "style_train": SplitSpec("train", "heldout", 600, 7),
+}
+TEST_SPLITS = ("comp", "syst", "style", "style_comp", "style_syst")
+SUITE_RATE_HZ = 5.0  # the suite's camera rate: half the recorder's default, half the rendering
+
+
+def _parts(spec: SplitSpec, part_episodes: int) -> list[tuple[int, int]]:
+    return [(first, min(part_episodes, spec.episodes - first)) for first in range(0, spec.episodes, part_episodes)]
+
+
+def record_suite(data: Path, names: tuple[str, ...] = tuple(SUITE), workers: int = 2, scale: float = 1.0,
+                 part_episodes: int = PART_EPISODES, log: Callable[[str], None] = print,
+                 size: tuple[int, int] = (640, 480), episodes: dict[str, int] | None = None) -> None:
+    """Record the suite's splits under `data` with `workers` recorder processes (one OpenGL thread
+    each). Parts already recorded (a summary beside them) are kept; a part left unfinished by an
+    interrupted run is recorded again. `scale` multiplies every split's episode count
+    (`episodes` replaces it per split)."""
+    from ..sim.styles import camera_names
+
+    jobs = []
+    for name in names:
+        if name not in SUITE:
+            raise ValueError(f"unknown suite split {name!r}; choose from {', '.join(SUITE)}")
+        base = SUITE[name]
+        count = (episodes or {}).get(name, max(1, int(round(base.episodes * scale))))
+        spec = SplitSpec(base.split, base.style, count, base.seed, base.camera_per_part)
+        for k, (first, n) in enumerate(_parts(spec, part_episodes)):
+            out = data / name / f"part_{first:05d}"
+            if (out.parent / f"{out.name}.json").is_file():
+                continue
+            if out.exists():
+                import shutil
+
+                shutil.rmtree(out)
+            camera = camera_names(spec.style)[k % len(camera_names(spec.style))] if spec.camera_per_part else ""
+            jobs.append((out, spec, first, n, camera))
+    running: list[tuple[subprocess.Popen, Path]] = []
+    env = {**os.environ, "LP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    t0 = time.perf_counter()
+    done = 0
+    while jobs or running:
+        while jobs and len(running) < workers:
+            out, spec, first, n, camera = jobs.pop(0)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            cmd = [sys.executable, "-m", "cde_ros.cli", "record-sim", str(out), "--split", spec.split, "--style",
+                   spec.style, "--episodes", str(n), "--first-episode", str(first), "--seed", str(spec.seed),
+                   "--rate", str(SUITE_RATE_HZ), "--image", "compressed", "--width", str(size[0]), "--height",
+                   str(size[1]), "--quiet"] + (["--camera", camera] if camera else [])
+            running.append((subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env),
+                            out))
+        time.sleep(1.0)
+        for proc, out in list(running):
+            if proc.poll() is None:
+                continue
+            running.remove((proc, out))
+            stdout, stderr = proc.communicate()
+            if proc.returncode != 0:
+                for p, _ in running:
+                    p.terminate()
+                raise RuntimeError(f"recording {out} failed: {stderr.strip().splitlines()[-1] if stderr.strip() else ''}")
+            (out.parent / f"{out.name}.json").write_text(stdout.strip().splitlines()[-1] + "\n")
+            done += 1
+            log(f"recorded {out} ({done} parts, {time.perf_counter() - t0:.0f} s)")
+
+
+def bags_of(data: Path, name: str) -> list[Path]:
+    """The recorded parts of a suite split (only complete ones)."""
+    folder = data / name
+    parts = sorted(p for p in folder.glob("part_*") if p.is_dir() and (folder / f"{p.name}.json").is_file())
+    if not parts:
+        raise FileNotFoundError(f"{folder} holds no recorded parts; record them with cde-ros record-sim --suite {data}")
+    return parts
+
+
+def read_split(data: Path, name: str, pre, pairing, cache_dir: Path | None = None,
+               log: Callable[[str], None] = lambda m: None) -> PairSet:
+    """The labelled pairs of a suite split, paired as the node pairs them, with the object class
+    of each pair from the recording's ground truth."""
+    from ..data.bags import DEFAULT_EVENT_TOPIC, read_json_topic, read_pairs
+
+    bags = bags_of(data, name)
+    pairs, reports = read_pairs(bags, pre, pairing, "/camera/image_raw/compressed", DEFAULT_EVENT_TOPIC, None,
+                                cache_dir, progress=False, log=log)
+    if pairs is None:
+        raise ValueError(f"no pairs could be made from {data / name}")
+    truth = {t["event_id"]: t for bag in bags for t in read_json_topic(bag, TRUTH_TOPIC)}
+    pairs.objects = [truth.get(e, {}).get("obj_class", "") for e in pairs.event_ids]
+    return pairs
+
+
+# ------------------------------------------------------------------------------- the floor
+
+def pixel_change(pairs: PairSet, size: int = 64) -> np.ndarray:
+    """Mean absolute grey-level change between the before and after frame of each pair (0..255),
+    at `size` x `size`: the simplest failure detector."""
+    import cv2
+
+    out = np.empty(len(pairs))
+    for i in range(len(pairs)):
+        b = cv2.resize(cv2.cvtColor(pairs.before[i], cv2.COLOR_RGB2GRAY), (size, size), interpolation=cv2.INTER_AREA)
+        a = cv2.resize(cv2.cvtColor(pairs.after[i], cv2.COLOR_RGB2GRAY), (size, size), interpolation=cv2.INTER_AREA)
+        out[i] = np.abs(a.astype(np.float32) - b.astype(np.float32)).mean()
+    return out
+
+
+def choose_change_threshold(scores: np.ndarray, is_none: np.ndarray) -> float:
+    """The threshold (`none` below it) with the best balanced accuracy on these pairs."""
+    best, best_t = -1.0, float(np.median(scores))
+    for t in np.unique(scores):
+        pred_none = scores < t
+        bal = 0.5 * (np.mean(pred_none[is_none]) + np.mean(~pred_none[~is_none]))
+        if bal > best:
+            best, best_t = bal, float(t)
+    return best_t
+
+
+def floor_rates(scores: np.ndarray, actions: list[str], threshold: float) -> dict[str, float]:
+    is_none = np.array([a == "none" for a in actions])
+    pred_none = scores < threshold
+    return {"false_success_rate": float(np.mean(~pred_none[is_none])) if is_none.any() else float("nan"),
+            "false_failure_rate": float(np.mean(pred_none[~is_none])) if (~is_none).any() else float("nan")}
+
+
+# ------------------------------------------------------------------------------- evaluation
+
+def _per_object(pairs: PairSet, pred: list[str]) -> dict[str, float]:
+    hits: dict[str, list[bool]] = {}
+    for o, t, p in zip(pairs.objects, pairs.actions, pred):
+        hits.setdefault(o or "?", []).append(t == p)
+    return {o: float(np.mean(h)) for o, h in sorted(hits.items())}
+
+
+def evaluate_model_on_suite(model_dir: Path, data: Path, out: Path, splits: tuple[str, ...] = ("val",) + TEST_SPLITS,
+                            cache_dir: Path | None = None, device: str = "auto",
+                            log: Callable[[str], None] = print) -> dict[str, Any]:
+    """A model on the suite's splits at its operating point, with the pixel-difference floor
+    (threshold chosen on the `train` split) beside it. Writes `sim_model_<name>.md` and `.json`
+    and confusion figures of the test splits into `out`."""
+    from ..data.pairing import PairingConfig
+    from ..model.inference import Predictor
+
+    for split in ("train", *splits):
+        bags_of(data, split)  # every split is there before any work is done
+    predictor = Predictor(model_dir, device=device)
+    meta = predictor.meta
+    pairing = PairingConfig(**meta["pairing"]) if "pairing" in meta else PairingConfig()
+    pre = predictor.preprocessing
+    train_pairs = read_split(data, "train", pre, pairing, cache_dir, log)
+    threshold = choose_change_threshold(pixel_change(train_pairs), np.array([a == "none" for a in train_pairs.actions]))
+    del train_pairs
+    name = Path(model_dir).name
+    out.mkdir(parents=True, exist_ok=True)
+    rows = {}
+    for split in splits:
+        pairs = read_split(data, split, pre, pairing, cache_dir, log)
+        preds = predictor.classify_pairs(list(pairs.before), list(pairs.after))
+        pred = [p.action for p in preds]
+        m = classification_metrics(pairs.actions, pred, predictor.labels)
+        m["per_object"] = _per_object(pairs, pred)
+        m["floor"] = floor_rates(pixel_change(pairs), pairs.actions, threshold)
+        rows[split] = m
+        log(f"{split}: accuracy {m['accuracy']:.3f}, false success {m['false_success_rate']:.3f}, false failure "
+            f"{m['false_failure_rate']:.3f} (n={m['n']}); pixel floor false success {m['floor']['false_success_rate']:.3f}, "
+            f"false failure {m['floor']['false_failure_rate']:.3f}")
+        if split != "val":
+            plot_confusion(m, out / f"sim_confusion_{name}_{split}.png", f"{name} on {split}: accuracy {m['accuracy']:.2f}")
+    result = {"model_dir": str(model_dir), "model_id": meta["model_id"], "data": str(data),
+              "none_logit_bias": predictor.none_logit_bias, "pixel_floor_threshold": threshold, "splits": rows}
+    (out / f"sim_model_{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / f"sim_model_{name}.md").write_text(_markdown(result, name))
+    return result
+
+
+SPLIT_TEXT = {"val": "validation (training combinations; used for choices)", "comp": "held-out combinations",
+              "syst": "held-out object classes", "style": "held-out scene style",
+              "style_comp": "held-out style x held-out combinations", "style_syst": "held-out style x held-out classes"}
+
+
+def _markdown(result: dict, name: str) -> str:
+    lines = [f"# Model {result['model_id']} on the simulated suite", "",
+             f"`{result['model_dir']}` on `{result['data']}` at its operating point (`none` logit bias "
+             f"{result['none_logit_bias']:g}). False success: a failed manipulation (`none`) read as an action; false "
+             "failure: an action read as `none`. Pixel floor: `none` when the mean grey-level change (64 px) is below "
+             f"{result['pixel_floor_threshold']:.2f}, the threshold with the best balanced accuracy on the training split.",
+             "", "| split | n | accuracy | false success | false failure | pixel floor: false success | false failure |",
+             "|---|---|---|---|---|---|---|"]
+    for split, m in result["splits"].items():
+        f = m["floor"]
+        lines.append(f"| {SPLIT_TEXT.get(split, split)} | {m['n']} | {m['accuracy']:.3f} | {m['false_success_rate']:.3f} "
+                     f"({m['none_pairs']}) | {m['false_failure_rate']:.3f} ({m['action_pairs']}) | "
+                     f"{f['false_success_rate']:.3f} | {f['false_failure_rate']:.3f} |")
+    labels = next(iter(result["splits"].values()))["labels"]
+    lines += ["", "Recall per action:", "", "| split | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    for split, m in result["splits"].items():
+        lines.append(f"| {split} | " + " | ".join(f"{m['per_class'][a]:.2f}" if a in m["per_class"] else "–"
+                                                 for a in labels) + " |")
+    lines += ["", "Accuracy per manipulated object class:", ""]
+    for split, m in result["splits"].items():
+        lines.append(f"- {split}: " + ", ".join(f"{o} {v:.2f}" for o, v in m["per_object"].items()))
+    return "\n".join(lines) + "\n"
+
+
+def _epochs_for(n: int, batch_size: int, steps: int) -> int:
+    return max(1, math.ceil(steps / max(1, math.ceil(n / batch_size))))
+
+
+# ------------------------------------------------------------------------------- few-shot
+
+FEW_SHOT_KS = (5, 10, 30)
+FEW_SHOT_SEEDS = (0, 1, 2)
+FEW_SHOT_STEPS = 400  # optimizer steps per run, whatever k (fixed beforehand, never tuned on test)
+
+
+def draw_episodes(pool: PairSet, k: int, seed: int) -> PairSet:
+    """k pairs of every label of the pool (all of them where a label has fewer), drawn per seed."""
+    rng = np.random.default_rng([seed, k, 17])
+    acts = np.array(pool.actions)
+    pick = []
+    for a in sorted(set(pool.actions)):
+        idx = np.flatnonzero(acts == a)
+        pick += list(rng.choice(idx, size=min(k, len(idx)), replace=False))
+    return pool.subset(np.sort(pick))
+
+
+def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, ...] = FEW_SHOT_KS,
+             seeds: tuple[int, ...] = FEW_SHOT_SEEDS, cache_dir: Path | None = None,
+             log: Callable[[str], None] = print) -> list[dict]:
+    """The data-efficiency benchmark: on the held-out scene style, train with k labelled episodes
+    per action (seeds draw them) from scratch and from `init_dir` (as `cde-ros train --init`
+    does), test on the held-out combinations and object classes of that style. Writes
+    `fewshot.md`, `fewshot.json` and `fewshot.png` into `out`."""
+    from dataclasses import replace
+
+    from ..core.actions import ACTIONS
+    from ..core.preprocess import Preprocessing
+    from ..data.pairing import PairingConfig
+    from ..model.network import init_from, read_meta
+    from .config import load_config
+    from .evaluation import evaluate_pairs
+    from .trainer import train
+
+    cfg = config or load_config(None)
+    meta = read_meta(init_dir)
+    pre = Preprocessing.from_json(meta["preprocessing"])
+    pairing = PairingConfig(**meta["pairing"]) if "pairing" in meta else PairingConfig()
+    pool = read_split(data, "style_train", pre, pairing, cache_dir, log)
+    tests = {name: read_split(data, name, pre, pairing, cache_dir, log) for name in ("style_comp", "style_syst")}
+    labels = [a for a in ACTIONS if a in set(pool.actions)]
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    for k in ks:
+        for seed in seeds:
+            shots = draw_episodes(pool, k, seed)
+            for start in ("scratch", "init"):
+                epochs = _epochs_for(len(shots), cfg.training.batch_size, FEW_SHOT_STEPS)
+                # few labelled pairs: no validation pairs to spare, so no none operating point (bias 0)
+                tc = replace(cfg.training, epochs=epochs, seed=seed, none_recall_target=0.0)
+                init = init_from(init_dir, labels)[0] if start == "init" else None
+                res = train(shots, None, labels, cfg.model, pre, tc, None, progress=False, log=lambda m: None,
+                            init=init)
+                row = {"k": k, "seed": seed, "start": start, "pairs": len(shots), "epochs": epochs,
+                       "train_seconds": round(res.seconds, 1)}
+                for name, pairs in tests.items():
+                    m = evaluate_pairs(res.model, pairs)
+                    row[name] = {key: m[key] for key in ("accuracy", "false_success_rate", "false_failure_rate",
+                                                         "per_class", "n")}
+                log(f"k={k} seed {seed} {start}: " + ", ".join(f"{n} {row[n]['accuracy']:.3f}" for n in tests) +
+                    f" ({res.seconds:.0f} s)")
+                rows.append(row)
+                _write_few_shot(rows, out, meta["model_id"], init_dir)
+    return rows
+
+
+def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path) -> None:
+    (out / "fewshot.json").write_text(json.dumps({"init_model_id": init_id, "init_dir": str(init_dir), "rows": rows},
+                                                 indent=1) + "\n")
+
+    def col(rs, split, key):
+        v = np.array([r[split][key] for r in rs], float)
+        v = v[~np.isnan(v)]
+        return f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}" if len(v) else "n/a"
+
+    lines = ["# Few-shot: a new robot cell from k labelled episodes per action", "",
+             f"Held-out scene style of the simulator. k episodes per label (the 8 actions and `none`) drawn from its "
+             f"training-combination recordings per seed; tested on its held-out combinations and held-out object "
+             f"classes. `init`: from model {init_id} (`cde-ros train --init`: backbone learning rate x0.1); "
+             f"`scratch`: the same recipe from random weights. {FEW_SHOT_STEPS} optimizer steps per run; plain argmax "
+             "(too few pairs to choose a `none` operating point on). Mean ± std over seeds.", "",
+             "| k | start | held-out combinations | false success | false failure | held-out classes | false success | "
+             "false failure | train s |", "|---|---|---|---|---|---|---|---|---|"]
+    for k in sorted({r["k"] for r in rows}):
+        for start in ("scratch", "init"):
+            rs = [r for r in rows if r["k"] == k and r["start"] == start]
+            if not rs:
+                continue
+            lines.append(f"| {k} | {start} | {col(rs, 'style_comp', 'accuracy')} | "
+                         f"{col(rs, 'style_comp', 'false_success_rate')} | {col(rs, 'style_comp', 'false_failure_rate')} | "
+                         f"{col(rs, 'style_syst', 'accuracy')} | {col(rs, 'style_syst', 'false_success_rate')} | "
+                         f"{col(rs, 'style_syst', 'false_failure_rate')} | {np.mean([r['train_seconds'] for r in rs]):.0f} |")
+    (out / "fewshot.md").write_text("\n".join(lines) + "\n")
+    from .evaluation import _pyplot, _save
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    for ax, split, title in zip(axes, ("style_comp", "style_syst"), ("held-out combinations", "held-out classes")):
+        for start, color in (("scratch", "tab:gray"), ("init", "tab:blue")):
+            ks = sorted({r["k"] for r in rows if r["start"] == start})
+            if not ks:
+                continue
+            acc = [[r[split]["accuracy"] for r in rows if r["k"] == k and r["start"] == start] for k in ks]
+            ax.errorbar(ks, [np.mean(a) for a in acc], yerr=[np.std(a) for a in acc], marker="o", color=color,
+                        label=f"from {'the shipped model' if start == 'init' else 'scratch'}", capsize=3)
+        ax.set_xscale("log")
+        ax.set_xticks(sorted({r["k"] for r in rows}), [str(k) for k in sorted({r["k"] for r in rows})])
+        ax.set_title(f"held-out style, {title}")
+        ax.set_xlabel("labelled episodes per action")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(loc="lower right", fontsize=8)
+    _save(fig, out / "fewshot.png")

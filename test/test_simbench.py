@@ -1,0 +1,82 @@
+"""The benchmarks on simulated recordings, small: a suite recorded in parts (and resumed), a model
+evaluated on it with the pixel floor beside it, the few-shot table and plot."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import TINY_YAML
+
+from cde_ros.training.simbench import (SUITE, bags_of, choose_change_threshold, draw_episodes, evaluate_model_on_suite,
+                                       few_shot, record_suite)
+
+SIZES = {"train": 12, "val": 3, "comp": 4, "syst": 4, "style": 3, "style_comp": 4, "style_syst": 4, "style_train": 14}
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    data = tmp_path_factory.mktemp("suite")
+    logs: list[str] = []
+    record_suite(data, tuple(SIZES), workers=2, part_episodes=8, size=(160, 120), episodes=SIZES, log=logs.append)
+    return data, logs
+
+
+def test_the_suite_is_recorded_in_parts_and_resumes(suite):
+    data, logs = suite
+    assert len(bags_of(data, "train")) == 2 and len(bags_of(data, "style_train")) == 2
+    summaries = [json.loads(p.read_text()) for p in sorted((data / "train").glob("part_*.json"))]
+    assert [s["episodes"] for s in summaries] == [8, 4] and [s["first_episode"] for s in summaries] == [0, 8]
+    assert summaries[0]["camera"] != summaries[1]["camera"]  # one camera placement per training part
+    assert {json.loads(p.read_text())["style"] for p in (data / "style").glob("*.json")} == {"heldout"}
+    again: list[str] = []
+    record_suite(data, tuple(SIZES), workers=2, part_episodes=8, size=(160, 120), episodes=SIZES, log=again.append)
+    assert again == []  # nothing recorded twice
+
+
+def test_a_model_is_evaluated_on_every_split_with_the_pixel_floor(suite, tiny_model, tmp_path):
+    data, _ = suite
+    result = evaluate_model_on_suite(tiny_model, data, tmp_path, cache_dir=tmp_path / "cache", log=lambda m: None)
+    assert set(result["splits"]) == {"val", "comp", "syst", "style", "style_comp", "style_syst"}
+    for name, m in result["splits"].items():
+        assert m["n"] == SIZES[name] and 0 <= m["accuracy"] <= 1
+        assert {"false_success_rate", "false_failure_rate"} <= set(m["floor"])
+        assert set(m["per_object"]) and "?" not in m["per_object"]  # object classes from the ground truth
+    text = (tmp_path / f"sim_model_{tiny_model.name}.md").read_text()
+    assert "held-out object classes" in text and "pixel floor" in text.lower()
+    assert (tmp_path / f"sim_confusion_{tiny_model.name}_syst.png").stat().st_size > 5000
+
+
+def test_evaluation_names_a_missing_split_before_working(tmp_path, tiny_model):
+    (tmp_path / "train").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no recorded parts"):
+        evaluate_model_on_suite(tiny_model, tmp_path, tmp_path / "out", log=lambda m: None)
+
+
+def test_few_shot_trains_both_starts_and_writes_table_and_plot(suite, tiny_model, tmp_path):
+    from cde_ros.training.config import load_config
+
+    data, _ = suite
+    (tmp_path / "tiny.yaml").write_text(TINY_YAML)
+    rows = few_shot(data, tiny_model, tmp_path, load_config(tmp_path / "tiny.yaml"), ks=(1,), seeds=(0,),
+                    cache_dir=tmp_path / "cache", log=lambda m: None)
+    assert [(r["k"], r["start"]) for r in rows] == [(1, "scratch"), (1, "init")]
+    assert all(r["style_comp"]["n"] == SIZES["style_comp"] and r["pairs"] <= 9 for r in rows)
+    assert "| 1 | init |" in (tmp_path / "fewshot.md").read_text()
+    assert (tmp_path / "fewshot.png").stat().st_size > 5000
+    assert json.loads((tmp_path / "fewshot.json").read_text())["rows"] == json.loads(json.dumps(rows))
+
+
+def test_draw_episodes_takes_k_per_label_and_the_floor_threshold_balances():
+    import numpy as np
+
+    from cde_ros.core.dataset import PairSet
+
+    acts = ["open"] * 10 + ["none"] * 3
+    pool = PairSet(np.zeros((13, 2, 2, 3), np.uint8), np.zeros((13, 2, 2, 3), np.uint8), acts)
+    drawn = draw_episodes(pool, 5, seed=0)
+    assert drawn.actions.count("open") == 5 and drawn.actions.count("none") == 3
+    assert draw_episodes(pool, 5, seed=0).actions == drawn.actions
+    scores = np.array([1.0, 2.0, 3.0, 10.0, 11.0, 12.0])
+    assert choose_change_threshold(scores, np.array([True] * 3 + [False] * 3)) == 10.0
+    assert set(SUITE) >= set(SIZES)
