@@ -266,3 +266,13 @@ def test_training_with_two_environments_logs_the_invariance_term(pairs):
                 TrainConfig(epochs=1, batch_size=48, loss=LossWeights(alpha_env=1.0)), None, progress=False,
                 log=lambda m: None)
     assert res.history[0]["train_env_mmd"] > 0
+
+
+def test_validation_pairs_can_come_from_recordings_of_their_own(tmp_path):
+    train_bag, val_bag = _bag(tmp_path, "train", "iid", 5), _bag(tmp_path, "val", "val", 6)
+    (tmp_path / "tiny.yaml").write_text(TINY_YAML)
+    run_cli("train", str(train_bag), "--val-bags", str(val_bag), "--out", str(tmp_path / "m"), "--config",
+            str(tmp_path / "tiny.yaml"), "--epochs", "1", "--no-cache", "--quiet")
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["training"]["pairs"] == 24 and meta["training"]["val_pairs"] == 24  # none of the training events held out
+    assert meta["data"]["val_bags"] == [str(val_bag)] and "val_accuracy" in meta["metrics"]

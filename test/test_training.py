@@ -104,3 +104,38 @@ def test_train_synthetic_cli_makes_a_loadable_model_that_records_its_recipe(tmp_
     assert meta["data"]["synthetic"] == {"scenes": ["cluttered"], "pairs": 48, "seed": 0, "none_fraction": 0.25,
                                          "random_color_p": 0.5, "random_shape_p": 0.25}
     assert meta["input_size"] == 32 and len(meta["training"]["history"]) == 1
+
+
+def test_cell_augmentations_treat_both_frames_alike():
+    """The zoom/shift and the colour cast are the same for both frames of a pair: a pair without
+    change stays without change, while the frames themselves do change."""
+    import torch
+
+    from cde_ros.training.trainer import _shared_tint, _shared_view
+
+    x = torch.randn(8, 3, 32, 32)
+    b, a = _shared_view(x, x.clone(), 0.3, torch.Generator().manual_seed(1))
+    assert torch.equal(b, a) and not torch.allclose(b, x, atol=0.1)
+    b, a = _shared_tint(x, x.clone(), 0.2, torch.Generator().manual_seed(1))
+    assert torch.equal(b, a) and not torch.allclose(b, x, atol=0.01)
+    # and a real change survives it: the difference between the views is cropped, not removed
+    moved = x.clone()
+    moved[:, :, 12:20, 12:20] += 2.0
+    b, a = _shared_view(x, moved, 0.3, torch.Generator().manual_seed(2))
+    assert (a - b).abs().sum() > 0.5 * (moved - x).abs().sum()
+
+
+def test_push_labels_follow_the_mirror():
+    import torch
+
+    from cde_ros.training.trainer import _augment, _flip_map
+
+    labels = list(ACTIONS)
+    x = torch.arange(8.0).repeat(128, 3, 8, 1)  # columns 0..7: a mirror shows in column 0
+    y = torch.tensor([labels.index("push_left")] * 64 + [labels.index("open")] * 64)
+    b, _, y2 = _augment(x, x.clone(), y, _flip_map(labels), torch.Generator().manual_seed(0))
+    mirrored = b[:, 0, 0, 0] > b[:, 0, 0, 7]
+    assert mirrored.any() and (~mirrored).any()
+    left, right = labels.index("push_left"), labels.index("push_right")
+    assert torch.equal(y2[:64], torch.where(mirrored[:64], right, left))
+    assert (y2[64:] == labels.index("open")).all()

@@ -139,6 +139,27 @@ def _flip_map(labels: list[str]) -> torch.Tensor:
     return torch.tensor(out)
 
 
+def _shared_view(b: torch.Tensor, a: torch.Tensor, amount: float, gen: torch.Generator):
+    """One crop per pair, the same for both frames: zoomed in by up to `amount`, shifted anywhere
+    inside the frame, resized back (another camera placement)."""
+    import torch.nn.functional as F
+
+    n = b.shape[0]
+    scale = 1 - amount * torch.rand(n, generator=gen)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = scale
+    theta[:, :, 2] = (torch.rand(n, 2, generator=gen) * 2 - 1) * (1 - scale)[:, None]
+    grid = F.affine_grid(theta, list(b.shape), align_corners=False)
+    return (F.grid_sample(b, grid, align_corners=False, padding_mode="reflection"),
+            F.grid_sample(a, grid, align_corners=False, padding_mode="reflection"))
+
+
+def _shared_tint(b: torch.Tensor, a: torch.Tensor, amount: float, gen: torch.Generator):
+    """One colour cast per pair, the same for both frames (the light of another cell)."""
+    cast = amount * torch.randn(b.shape[0], 3, 1, 1, generator=gen)
+    return b + cast, a + cast
+
+
 def _augment(b: torch.Tensor, a: torch.Tensor, y: torch.Tensor, flip_map: torch.Tensor, gen: torch.Generator,
              view: float = 0.0, tint: float = 0.0):
     n = b.shape[0]
@@ -149,19 +170,10 @@ def _augment(b: torch.Tensor, a: torch.Tensor, y: torch.Tensor, flip_map: torch.
     gb = 1 + 0.3 * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)
     ga = 1 + 0.3 * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)
     b, a = b * gb, a * ga
-    if view:  # one crop for both frames: zoom in by up to `view`, shifted anywhere inside
-        import torch.nn.functional as F
-
-        scale = 1 - view * torch.rand(n, generator=gen)
-        theta = torch.zeros(n, 2, 3)
-        theta[:, 0, 0] = theta[:, 1, 1] = scale
-        theta[:, :, 2] = (torch.rand(n, 2, generator=gen) * 2 - 1) * (1 - scale)[:, None]
-        grid = F.affine_grid(theta, list(b.shape), align_corners=False)
-        b = F.grid_sample(b, grid, align_corners=False, padding_mode="reflection")
-        a = F.grid_sample(a, grid, align_corners=False, padding_mode="reflection")
-    if tint:  # one colour cast for both frames
-        cast = tint * torch.randn(n, 3, 1, 1, generator=gen)
-        b, a = b + cast, a + cast
+    if view:
+        b, a = _shared_view(b, a, view, gen)
+    if tint:
+        b, a = _shared_tint(b, a, tint, gen)
     return b, a, y
 
 
