@@ -191,6 +191,25 @@ def test_cli_reports_unusable_input_clearly(tmp_path, tiny_model):
     proc = run_cli("eval", str(tmp_path / "missing_bag"), "--model", str(tiny_model), "--json", check=False)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert proc.returncode == 1 and out["n"] == 0 and out["skipped"] == {"unusable_bag": 1}
+    # a device the machine does not have; model files that are not what they say
+    import torch
+
+    if not torch.cuda.is_available():
+        proc = run_cli("eval", str(tmp_path / "missing_bag"), "--model", str(tiny_model), "--device", "cuda", check=False)
+        assert proc.returncode == 2 and "CUDA is not available" in proc.stderr and "Traceback" not in proc.stderr
+    bad = tmp_path / "badmodel"
+    bad.mkdir()
+    (bad / "model.json").write_text("[1, 2, 3]")
+    proc = run_cli("eval", str(tmp_path / "missing_bag"), "--model", str(bad), check=False)
+    assert proc.returncode == 2 and "not an object" in proc.stderr and "Traceback" not in proc.stderr
+    other = tmp_path / "othermodel"
+    other.mkdir()
+    meta = json.loads((tiny_model / "model.json").read_text())
+    meta["model_config"]["backbone_kwargs"]["embed_dim"] = 48  # names another network than the weights hold
+    (other / "model.json").write_text(json.dumps(meta))
+    (other / "model.safetensors").write_bytes((tiny_model / "model.safetensors").read_bytes())
+    proc = run_cli("eval", str(tmp_path / "missing_bag"), "--model", str(other), check=False)
+    assert proc.returncode == 2 and "another architecture" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_pairing_memory_does_not_grow_with_bag_length(tmp_path):
@@ -214,3 +233,11 @@ def test_pairing_memory_does_not_grow_with_bag_length(tmp_path):
 
     short, long = peak_for(20, "short"), peak_for(100, "long")  # 23 MB and 115 MB of raw frames
     assert long < 1.3 * short, f"peak {short / 2**20:.1f} MiB for 20 s, {long / 2**20:.1f} MiB for 100 s"
+
+
+def test_record_synthetic_refuses_bad_rates_and_counts_before_writing(tmp_path):
+    for args, words in ((["--rate", "0"], "camera rate"), (["--rate", "-5"], "camera rate"),
+                        (["--events", "0"], "events must be")):
+        proc = run_cli("record-synthetic", str(tmp_path / "bag"), *args, "--quiet", check=False)
+        assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert not (tmp_path / "bag").exists()  # nothing left behind to block a retry

@@ -30,3 +30,10 @@ def test_shorthand_and_optional_fields():
 def test_malformed_events_say_why(text, words):
     with pytest.raises(EventParseError, match=words):
         parse_event(text)
+
+
+def test_deeply_nested_json_is_a_parse_error_not_a_crash():
+    with pytest.raises(EventParseError, match="nested too deeply"):
+        parse_event("[" * 5000)
+    with pytest.raises(EventParseError, match="nested too deeply"):
+        parse_event('{"phase": "start", "x": ' + "[" * 3000 + "]" * 3000 + "}")

@@ -54,7 +54,10 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, data):
     with pytest.raises(KeyboardInterrupt):
         train(tr, None, list(ACTIONS), MC, PRE, cfg, tmp_path / "run", progress=False, log=interrupt_after_epoch_2)
     assert not (tmp_path / "run" / "model.json").exists()
-    assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["epoch"] == 2
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "run" / "checkpoint" / "state.safetensors"), "pt") as f:
+        assert json.loads(f.metadata()["state"])["epoch"] == 2  # one file: weights and counter together
     lines = []
     resumed = train(tr, None, list(ACTIONS), MC, PRE, cfg, tmp_path / "run", resume=True, progress=False,
                     log=lines.append)
@@ -139,3 +142,17 @@ def test_push_labels_follow_the_mirror():
     left, right = labels.index("push_left"), labels.index("push_right")
     assert torch.equal(y2[:64], torch.where(mirrored[:64], right, left))
     assert (y2[64:] == labels.index("open")).all()
+
+
+def test_resume_refuses_a_damaged_checkpoint_or_other_settings_in_one_sentence(tmp_path, data):
+    tr, _ = data
+    cfg = TrainConfig(epochs=2, batch_size=32)
+    train(tr, None, list(ACTIONS), MC, PRE, cfg, tmp_path, progress=False, log=lambda m: None)
+    with pytest.raises(ValueError, match="other training settings .*lr"):
+        train(tr, None, list(ACTIONS), MC, PRE, TrainConfig(epochs=3, batch_size=32, lr=1e-3), tmp_path, resume=True,
+              progress=False, log=lambda m: None)
+    ckpt = tmp_path / "checkpoint" / "state.safetensors"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size * 9 // 10])  # killed while copying
+    with pytest.raises(ValueError, match="cannot be resumed from"):
+        train(tr, None, list(ACTIONS), MC, PRE, TrainConfig(epochs=3, batch_size=32), tmp_path, resume=True,
+              progress=False, log=lambda m: None)

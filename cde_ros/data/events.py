@@ -47,6 +47,8 @@ def parse_event(text: str) -> EventPhase:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise EventParseError(f"event is neither 'start', 'end' nor JSON: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:  # '[[[[...' nested deeper than the parser goes
+        raise EventParseError("event JSON is nested too deeply to be an event") from None
     if not isinstance(data, dict):
         raise EventParseError(f"event JSON must be an object, got {type(data).__name__}")
     phase = data.get("phase")

@@ -24,6 +24,12 @@ class RecordConfig:
     frame_id: str = "camera_optical_frame"
     latency_s: tuple[float, float] = (0.004, 0.02)  # camera stamp -> recording time
 
+    def __post_init__(self) -> None:  # refused before a bag exists (a rate of -5 once looped forever)
+        if isinstance(self.events, bool) or not isinstance(self.events, int) or self.events < 1:
+            raise ValueError(f"events must be a whole number >= 1, got {self.events!r}")
+        if not 0.5 <= self.rate_hz <= 1000:
+            raise ValueError(f"the camera rate must be within [0.5, 1000] Hz, got {self.rate_hz}")
+
 
 def record_synthetic(out: str | Path, cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
     """Write a rosbag2 with the synthetic camera stream and its labelled events."""
