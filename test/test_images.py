@@ -69,3 +69,11 @@ def test_corrupt_jpeg_says_why():
         images.compressed_to_rgb("jpeg", good[: len(good) // 3] + b"garbage")
     with pytest.raises(ImageError, match="no data"):
         images.compressed_to_rgb("jpeg", b"")
+
+
+@pytest.mark.parametrize("encoding,channels,dtype", [("16UC1", 1, np.uint16), ("mono16", 1, np.uint16),
+                                                     ("32FC1", 1, np.float32)])
+def test_depth_images_are_refused_not_shifted_into_grey(encoding, channels, dtype):
+    depth = np.full((4, 6), 1200, dtype)
+    with pytest.raises(images.ImageError, match="depth"):
+        images.raw_to_rgb(4, 6, encoding, 6 * depth.itemsize, depth.tobytes())

@@ -379,3 +379,56 @@ def test_spin_thread_runs_callbacks_and_stops_cleanly():
         node.destroy_node()
     finally:
         rclpy.shutdown(context=ctx)
+
+
+def test_hostile_events_are_answered_once_and_never_lock_the_node(harness_factory, tiny_model):
+    """Issue 20's inputs against the running node: a deeply nested event, starts stamped 10^6 s
+    ahead, a duplicate start, a start dropped by the storm guard and its end, a depth frame."""
+    h = harness_factory({"model_dir": str(tiny_model), "device": "cpu", "max_open_events": 4, "pre_offset": 0.1,
+                         "post_settle": 0.3})
+    h.frame(10 * S)
+    h.raw_event("[" * 5000)
+    assert h.result("unknown")["status"] == "bad_event" and "nested too deeply" in h.result("unknown")["detail"]
+    for k in range(32):  # once locked the node out for good
+        h.event("start", f"future{k}", 10 * S + 10**6 * S, "open")
+    for k in range(32):
+        r = h.result(f"future{k}")
+        assert r["status"] == "bad_event" and "max_stamp_skew" in r["detail"]
+    assert h.node._pairer.open_events == 0
+    frames_and_event(h, "after-storm", 11.0)
+    assert h.result("after-storm")["status"] == "ok"
+    # a duplicate start while open, then the event ends normally: one answer
+    for i in range(30):
+        h.frame(int((20.0 + i * 0.1) * S))
+        if i == 12:
+            h.event("start", "twice", int(21.0 * S), "open")
+            h.event("start", "twice", int(21.1 * S), "open")
+        if i == 16:
+            h.event("end", "twice", int(21.5 * S))
+    assert h.result("twice")["status"] == "ok"
+    # the storm guard answers a start it drops once; that event's end is not answered again
+    for k in range(4):
+        h.event("start", f"open{k}", int(24.0 * S))
+    h.event("start", "one-too-many", int(24.0 * S))
+    assert h.result("one-too-many")["status"] == "dropped"
+    h.event("end", "one-too-many", int(24.5 * S))
+    for k in range(4):
+        h.event("end", f"open{k}", int(24.5 * S))
+        h.result(f"open{k}")
+    # a depth frame as the after frame
+    for i in range(30):
+        t = int((30.0 + i * 0.1) * S)
+        if i == 18:
+            h.frame(t, encoding="16UC1", step=64, data=np.zeros(24 * 32, np.uint16).tobytes())
+        else:
+            h.frame(t)
+        if i == 12:
+            h.event("start", "depth", int(31.0 * S), "open")
+        if i == 16:
+            h.event("end", "depth", int(31.5 * S))
+    r = h.result("depth")
+    assert r["status"] == "bad_image" and "depth" in r["detail"]
+    time.sleep(1.0)  # any second answer would have arrived by now
+    counted = {k: v for k, v in h.listener.answers.items() if k != "unknown"}
+    assert counted and all(v == 1 for v in counted.values()), {k: v for k, v in counted.items() if v != 1}
+    assert len(h.node._befores) <= 4

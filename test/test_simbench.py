@@ -60,8 +60,10 @@ def test_few_shot_trains_both_starts_and_writes_table_and_plot(suite, tiny_model
     (tmp_path / "tiny.yaml").write_text(TINY_YAML)
     rows = few_shot(data, tiny_model, tmp_path, load_config(tmp_path / "tiny.yaml"), ks=(1,), seeds=(0,),
                     cache_dir=tmp_path / "cache", log=lambda m: None)
-    assert [(r["k"], r["start"]) for r in rows] == [(1, "scratch"), (1, "init")]
-    assert all(r["style_comp"]["n"] == SIZES["style_comp"] and r["pairs"] <= 9 for r in rows)
+    assert [(r["k"], r["start"]) for r in rows] == [(1, "scratch"), (1, "init"), (1, "init+replay"),
+                                                    (1, "init+replay+env")]
+    assert all(r["style_comp"]["n"] == SIZES["style_comp"] and r["shots"] <= 9 for r in rows)
+    assert rows[2]["pairs"] > rows[1]["pairs"] == rows[1]["shots"]  # the replay adds the init model's own pairs
     assert "| 1 | init |" in (tmp_path / "fewshot.md").read_text()
     assert (tmp_path / "fewshot.png").stat().st_size > 5000
     assert json.loads((tmp_path / "fewshot.json").read_text())["rows"] == json.loads(json.dumps(rows))

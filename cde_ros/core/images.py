@@ -25,8 +25,6 @@ _ENCODINGS: dict[str, tuple[int, str, int | None]] = {
     "mono8": (1, "u1", cv2.COLOR_GRAY2RGB),
     "8uc1": (1, "u1", cv2.COLOR_GRAY2RGB),
     "8uc3": (3, "u1", cv2.COLOR_BGR2RGB),  # OpenCV's convention for untyped 3-channel images
-    "mono16": (1, "u2", cv2.COLOR_GRAY2RGB),
-    "16uc1": (1, "u2", cv2.COLOR_GRAY2RGB),
     "rgb16": (3, "u2", None),
     "bgr16": (3, "u2", cv2.COLOR_BGR2RGB),
 }
@@ -40,9 +38,18 @@ def _as_bytes(data: Any) -> memoryview:
     return memoryview(data).cast("B")
 
 
+# single-channel 16/32-bit images are depth (or IR) streams, not what the models were trained on
+DEPTH_ENCODINGS = ("16uc1", "mono16", "32fc1", "16sc1", "32sc1", "64fc1")
+
+
 def raw_to_rgb(height: int, width: int, encoding: str, step: int, data: Any, is_bigendian: int = 0) -> np.ndarray:
-    """Decode the fields of a `sensor_msgs/Image` to an HxWx3 uint8 RGB array (a copy)."""
+    """Decode the fields of a `sensor_msgs/Image` to an HxWx3 uint8 RGB array (a copy). 16-bit
+    colour (`rgb16`, `bgr16`) keeps its 8 most significant bits; depth and other single-channel
+    16/32-bit images are refused."""
     enc = (encoding or "").lower()
+    if enc in DEPTH_ENCODINGS:
+        raise ImageError(f"{encoding} images are depth (or 16/32-bit single-channel) images, which this model does "
+                         "not take: give it the camera's colour stream")
     if enc not in _ENCODINGS:
         raise ImageError(f"unknown image encoding {encoding!r} (supported: {', '.join(SUPPORTED_ENCODINGS)})")
     channels, kind, conversion = _ENCODINGS[enc]

@@ -8,9 +8,17 @@ cannot pick different frames.
 Outcomes:
 - `Outcome(kind="before")`: the before frame of an open event is known (the node encodes it now).
 - `Outcome(kind="pair", status="ok")`: both frames are known.
-- `Outcome(kind="error", status=...)`: the event ends without a pair: `no_before_frame`,
-  `no_after_frame`, `timeout` (a start that never ended), `end_without_start`,
-  `end_before_start`, `duplicate_event_id`, `dropped` (too many open events), `clock_jump`.
+- `Outcome(kind="error", status=...)`: the event ends without a pair: `no_before_frame` (none
+  at all, or only one older than `max_before_age_s` before start - pre_offset: the camera was
+  silent), `no_after_frame`, `timeout` (a start that never ended), `end_without_start`,
+  `end_before_start`, `dropped` (too many open events), `clock_jump`, `bad_event` (a stamp
+  more than `max_stamp_skew_s` from the data clock).
+
+Exactly one pair or error per event id ever seen: a second start of an open id, and any phase
+of an id already answered, are absorbed and counted (`stats.absorbed`), not answered again.
+A frame stamped more than `max_stamp_skew_s` ahead of the newest frame is a clock jump (open
+events are answered `clock_jump`, the frame is not kept): a glitch can never become a before
+or after frame.
 """
 from __future__ import annotations
 
@@ -32,11 +40,18 @@ class PairingConfig:
     # how long after `end + post_settle` to wait for an after frame before giving up
     after_wait_s: float = 2.0
     max_open_events: int = 32
+    # the before frame may be at most this much older than start - pre_offset (a silent camera)
+    max_before_age_s: float = 2.0
+    # events and frames stamped further than this from the data clock are refused (bad_event) /
+    # a clock jump
+    max_stamp_skew_s: float = 60.0
 
     def __post_init__(self) -> None:
         for name in ("pre_offset_s", "post_settle_s", "after_wait_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        if self.max_before_age_s <= 0 or self.max_stamp_skew_s <= 0:
+            raise ValueError("max_before_age_s and max_stamp_skew_s must be > 0")
         if self.max_event_duration_s <= 0 or self.max_open_events < 1:
             raise ValueError("max_event_duration_s must be > 0 and max_open_events >= 1")
 
@@ -70,9 +85,17 @@ class PairingStats:
     events: int = 0
     pairs: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    absorbed: dict[str, int] = field(default_factory=dict)  # phases not answered (one answer per id)
+    frames_ahead: int = 0  # frames refused as a jump ahead of the data clock
 
     def count(self, status: str) -> None:
         self.errors[status] = self.errors.get(status, 0) + 1
+
+    def absorb(self, why: str) -> None:
+        self.absorbed[why] = self.absorbed.get(why, 0) + 1
+
+
+ANSWERED_MEMORY = 10_000  # event ids remembered as answered (their later phases are absorbed)
 
 
 class EventPairer:
@@ -83,8 +106,8 @@ class EventPairer:
         self.buffer = buffer
         self._open: OrderedDict[str, _Open] = OrderedDict()
         self._auto = 0
-        # ids of events already answered (an error at start): their end is absorbed, not reported twice
-        self._closed: OrderedDict[str, None] = OrderedDict()
+        # ids of events already answered: any later phase of theirs is absorbed (one answer per id)
+        self._answered: OrderedDict[str, None] = OrderedDict()
         self.stats = PairingStats()
 
     @property
@@ -95,6 +118,15 @@ class EventPairer:
 
     def on_frame(self, frame: Frame) -> list[Outcome]:
         out: list[Outcome] = []
+        newest = self.buffer.newest_ns
+        if newest is not None and frame.stamp_ns > newest + self._skew:
+            self.stats.frames_ahead += 1
+            self.buffer.clear()
+            self.buffer.stats.clock_jumps += 1
+            for ev in list(self._open.values()):
+                out.append(self._fail(ev, "clock_jump", f"a frame stamped {stamps.seconds(frame.stamp_ns - newest):.1f} s "
+                                                        f"ahead of the last one arrived; the buffer was cleared"))
+            return out
         if self.buffer.add(frame):  # time went backwards: open events belong to the old time line
             for ev in list(self._open.values()):
                 out.append(self._fail(ev, "clock_jump", "camera stamps jumped back; the buffer was cleared"))
@@ -103,11 +135,27 @@ class EventPairer:
         return out
 
     def on_event(self, event: EventPhase, received_ns: int) -> list[Outcome]:
-        """`received_ns` stamps events that carry none (the receiver's clock)."""
+        """`received_ns`: the data clock when the event arrived; it stamps events that carry
+        none, and an event stamped further than `max_stamp_skew_s` from it is refused."""
         t = event.stamp_ns if event.stamp_ns is not None else received_ns
+        if event.event_id is not None and event.event_id in self._answered:
+            self.stats.absorb(f"{event.phase}_of_answered_event")
+            return []
+        if abs(t - received_ns) > self._skew:
+            return self._skewed(event, t, received_ns)
         if event.phase == "start":
             return self._start(event, t)
         return self._end(event, t)
+
+    def _skewed(self, event: EventPhase, t: int, now: int) -> list[Outcome]:
+        detail = (f"its stamp {stamps.seconds(t):.3f} s is {stamps.seconds(abs(t - now)):.1f} s from the data clock "
+                  f"({stamps.seconds(now):.3f} s), more than max_stamp_skew {self.cfg.max_stamp_skew_s:g} s")
+        ev = self._open.get(event.event_id) if event.event_id is not None else None
+        if ev is not None:
+            return [self._fail(ev, "bad_event", f"its {event.phase} is refused: {detail}")]
+        self.stats.events += 1
+        return [self._error(event.event_id or "unknown", "bad_event", f"{event.phase} refused: {detail}",
+                            event.action, t if event.phase == "start" else None)]
 
     def expire(self, now_ns: int) -> list[Outcome]:
         """Time out starts that never ended and ends whose after frame never came."""
@@ -147,6 +195,10 @@ class EventPairer:
     def _post(self) -> int:
         return int(self.cfg.post_settle_s * NS)
 
+    @property
+    def _skew(self) -> int:
+        return int(self.cfg.max_stamp_skew_s * NS)
+
     def _start(self, event: EventPhase, t: int) -> list[Outcome]:
         self.stats.events += 1
         if event.event_id is None:
@@ -154,9 +206,9 @@ class EventPairer:
             eid = f"auto-{self._auto:06d}"
         else:
             eid = event.event_id
-        if eid in self._open:
-            return [self._error(eid, "duplicate_event_id", f"a start with event_id {eid!r} is still open",
-                                event.action, t)]
+        if eid in self._open:  # the open event will be answered once
+            self.stats.absorb("duplicate_start")
+            return []
         if len(self._open) >= self.cfg.max_open_events:
             return [self._error(eid, "dropped", f"{len(self._open)} events already open (max_open_events)",
                                 event.action, t)]
@@ -170,10 +222,10 @@ class EventPairer:
             ev = max(candidates, key=lambda e: e.start_ns) if candidates else None
         else:
             ev = self._open.get(event.event_id)
-        if ev is None and event.event_id in self._closed:
-            self.stats.count("end_of_closed_event")  # already answered with an error; one result per event
+        if ev is not None and ev.end_ns is not None:  # a second end of an event waiting for its after frame
+            self.stats.absorb("duplicate_end")
             return []
-        if ev is None or ev.end_ns is not None:
+        if ev is None:
             self.stats.events += 1
             eid = event.event_id or "unknown"
             return [self._error(eid, "end_without_start", "an end arrived for no open start", event.action, None, t)]
@@ -203,6 +255,13 @@ class EventPairer:
     def _resolve_before(self, ev: _Open) -> list[Outcome]:
         ev.before_done = True
         ev.before = self.buffer.newest_at_or_before(ev.start_ns - self._pre)
+        limit = ev.start_ns - self._pre - int(self.cfg.max_before_age_s * NS)
+        if ev.before is not None and ev.before.stamp_ns < limit:
+            age = stamps.seconds(ev.start_ns - self._pre - ev.before.stamp_ns)
+            ev.before = None
+            return [self._fail(ev, "no_before_frame",
+                               f"the newest frame before {stamps.seconds(ev.start_ns - self._pre):.3f} s is {age:.1f} s "
+                               f"older (more than max_before_age {self.cfg.max_before_age_s:g} s: the camera was silent)")]
         if ev.before is None:
             oldest = self.buffer.oldest_ns
             why = ("no frame had arrived yet" if oldest is None else
@@ -221,17 +280,22 @@ class EventPairer:
                                f"no frame at or after {stamps.seconds(ev.end_ns + self._post):.3f} s arrived")]
         del self._open[ev.event_id]
         self.stats.pairs += 1
+        self._remember(ev.event_id)
         return [Outcome("pair", ev.event_id, "ok", "", ev.action, ev.start_ns, ev.end_ns, ev.before, after)]
+
+    def _remember(self, eid: str) -> None:
+        if eid == "unknown":
+            return
+        self._answered[eid] = None
+        while len(self._answered) > ANSWERED_MEMORY:
+            self._answered.popitem(last=False)
 
     def _fail(self, ev: _Open, status: str, detail: str) -> Outcome:
         self._open.pop(ev.event_id, None)
-        if ev.end_ns is None:
-            self._closed[ev.event_id] = None
-            while len(self._closed) > 1000:
-                self._closed.popitem(last=False)
         return self._error(ev.event_id, status, detail, ev.action, ev.start_ns, ev.end_ns, ev.before)
 
     def _error(self, eid: str, status: str, detail: str, action: str | None, start_ns: int | None,
                end_ns: int | None = None, before: Frame | None = None) -> Outcome:
         self.stats.count(status)
+        self._remember(eid)
         return Outcome("error", eid, status, detail, action, start_ns, end_ns, before, None)

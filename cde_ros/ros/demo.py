@@ -100,6 +100,7 @@ class PlannerListener:
     topic: str = "/cde/action"
     results: dict[str, dict] = field(default_factory=dict)
     on_result: object = None
+    answers: dict[str, int] = field(default_factory=dict)  # how many answers each event id got
 
     def __post_init__(self) -> None:
         self.arrived = threading.Condition()
@@ -109,6 +110,7 @@ class PlannerListener:
         data = json.loads(msg.data)
         with self.arrived:
             self.results[data["event_id"]] = data
+            self.answers[data["event_id"]] = self.answers.get(data["event_id"], 0) + 1
             self.arrived.notify_all()
         if callable(self.on_result):
             self.on_result(data)

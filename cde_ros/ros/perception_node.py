@@ -19,7 +19,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -82,6 +82,10 @@ PARAMS: dict[str, _Param] = {
     "max_event_duration": _Param(30.0, "A start without an end for this long times out (s).", range=(0.1, 3600.0)),
     "after_wait": _Param(2.0, "Give up waiting for the after frame this long after end + post_settle (s).",
                          range=(0.0, 600.0)),
+    "max_before_age": _Param(2.0, "The before frame may be at most this much older than start - pre_offset; else "
+                             "no_before_frame (the camera was silent) (s).", range=(0.01, 600.0)),
+    "max_stamp_skew": _Param(60.0, "Events stamped further than this from the data clock are answered bad_event; a "
+                             "frame this far ahead of the last one is a clock jump (s).", range=(0.1, 86400.0)),
     "max_open_events": _Param(32, "Open events at most; further starts are dropped and reported.", range=(1, 10000)),
     "max_queue": _Param(16, "Inference jobs waiting at most; further events are dropped and reported.",
                         range=(1, 10000)),
@@ -143,6 +147,7 @@ class PerceptionNode(LifecycleNode):
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._befores: dict[str, Any] = {}
+        self._answered: OrderedDict[str, None] = OrderedDict()  # ids answered: a late before job keeps nothing
         self._subs: list[Any] = []
         self._timers: list[Any] = []
         self._latency = _Latency()
@@ -184,7 +189,9 @@ class PerceptionNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._pairing = PairingConfig(pre_offset_s=self._p("pre_offset"), post_settle_s=self._p("post_settle"),
                                       max_event_duration_s=self._p("max_event_duration"),
-                                      after_wait_s=self._p("after_wait"), max_open_events=self._p("max_open_events"))
+                                      after_wait_s=self._p("after_wait"), max_open_events=self._p("max_open_events"),
+                                      max_before_age_s=self._p("max_before_age"),
+                                      max_stamp_skew_s=self._p("max_stamp_skew"))
         self._buffer = SnapshotBuffer(max_age_ns=int(self._p("buffer_seconds") * 1e9),
                                       max_frames=self._p("buffer_max_frames"),
                                       max_bytes=int(self._p("buffer_max_mb") * 1024 * 1024))
@@ -334,20 +341,28 @@ class PerceptionNode(LifecycleNode):
         with self._lock:
             if self._pairer is None:
                 return
-            self._saw_stamp(frame.stamp_ns)
             outcomes = self._pairer.on_frame(frame)
+            if self._buffer.newest_ns is not None:  # a frame refused as a jump ahead does not move the clock
+                self._saw_stamp(self._buffer.newest_ns)
         self._dispatch(outcomes)
         self.ingest_cpu_ns += time.thread_time_ns() - t0
 
     def _on_event(self, msg: String) -> None:
+        """Whatever one event message holds, it is answered and the node goes on."""
         try:
             event = parse_event(msg.data)
-        except EventParseError as exc:
+        except Exception as exc:  # noqa: BLE001  EventParseError, or anything the parser did not foresee
             self.counters["bad_events"] += 1
-            self.get_logger().warning(f"malformed event ignored: {exc}")
-            self._publish_result(Outcome("error", "unknown", "bad_event", str(exc)), None)
+            self.get_logger().warning(f"malformed event answered as bad_event: {exc}", throttle_duration_sec=1.0)
+            self._publish_result(Outcome("error", "unknown", "bad_event", str(exc)[:500]), None)
             return
-        self._handle_event(event)
+        try:
+            self._handle_event(event)
+        except Exception as exc:  # noqa: BLE001  a bug must cost this event, not the node
+            self.counters["bad_events"] += 1
+            self.get_logger().error(f"event {event.event_id}: could not be handled: {exc!r}")
+            self._publish_result(Outcome("error", event.event_id or "unknown", "bad_event",
+                                         f"could not be handled: {exc!r}"[:500]), None)
 
     def _handle_event(self, event: EventPhase) -> None:
         self.counters["events"] += 1
@@ -386,6 +401,7 @@ class PerceptionNode(LifecycleNode):
                 if o.kind == "before":  # the pair job will encode both frames itself
                     self.counters["befores_not_precomputed"] += 1
                     continue
+                self._befores.pop(o.event_id, None)  # its answer is given here: nothing of it is kept
                 self.counters["dropped_events"] += 1
                 self._publish_result(Outcome("error", o.event_id, "dropped",
                                              f"inference queue full ({self._queue.maxsize} jobs waiting)",
@@ -419,10 +435,14 @@ class PerceptionNode(LifecycleNode):
                                              o.expected_action, o.start_ns, o.end_ns, o.before, o.after), job)
             return
         if job.kind == "before":
+            if o.event_id in self._answered:
+                return  # answered meanwhile (an error): no encoding to keep for it
             try:
                 self._befores[o.event_id] = self._predictor.encode(conversions.decode(o.before.payload))
             except (ImageError, ValueError):
                 pass  # reported when the pair completes (the before frame is decoded again then)
+            while len(self._befores) > self._p("max_open_events"):  # bounded whatever happens
+                self._befores.pop(next(iter(self._befores)))
             return
         before = self._befores.pop(o.event_id, None)
         try:
@@ -446,6 +466,10 @@ class PerceptionNode(LifecycleNode):
     # ------------------------------------------------------------------ outputs
 
     def _publish_result(self, o: Outcome, job: _Job | None, pred: Any = None) -> None:
+        self._befores.pop(o.event_id, None)
+        self._answered[o.event_id] = None
+        while len(self._answered) > 10_000:
+            self._answered.popitem(last=False)
         action = None
         payload: dict[str, Any] = {"event_id": o.event_id, "status": o.status}
         if pred is not None:

@@ -264,7 +264,14 @@ def _epochs_for(n: int, batch_size: int, steps: int) -> int:
 
 FEW_SHOT_KS = (5, 10, 30)
 FEW_SHOT_SEEDS = (0, 1, 2)
-FEW_SHOT_STEPS = 400  # optimizer steps per run, whatever k (fixed beforehand, never tuned on test)
+FEW_SHOT_STEPS = 200  # optimizer steps per run, whatever k (fixed beforehand, never tuned on test)
+# how a run starts: from random weights; from the init model; from it with a replay of its own
+# training data (REPLAY_PER_LABEL pairs per label of the suite's `train` split) mixed in; the same
+# with the environment-invariance term (loss.alpha_env = ENV_WEIGHT) between the new cell's pairs
+# and the replayed ones, so the term's effect is measured apart from the replay's
+FEW_SHOT_STARTS = ("scratch", "init", "init+replay", "init+replay+env")
+REPLAY_PER_LABEL = 30
+ENV_WEIGHT = 1.0
 
 
 def draw_episodes(pool: PairSet, k: int, seed: int) -> PairSet:
@@ -280,7 +287,7 @@ def draw_episodes(pool: PairSet, k: int, seed: int) -> PairSet:
 
 def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, ...] = FEW_SHOT_KS,
              seeds: tuple[int, ...] = FEW_SHOT_SEEDS, cache_dir: Path | None = None,
-             log: Callable[[str], None] = print) -> list[dict]:
+             log: Callable[[str], None] = print, starts: tuple[str, ...] = FEW_SHOT_STARTS) -> list[dict]:
     """The data-efficiency benchmark: on the held-out scene style, train with k labelled episodes
     per action (seeds draw them) from scratch and from `init_dir` (as `cde-ros train --init`
     does), test on the held-out combinations and object classes of that style. Writes
@@ -299,7 +306,15 @@ def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, 
     meta = read_meta(init_dir)
     pre = Preprocessing.from_json(meta["preprocessing"])
     pairing = PairingConfig(**meta["pairing"]) if "pairing" in meta else PairingConfig()
+    unknown = sorted(set(starts) - set(FEW_SHOT_STARTS))
+    if unknown:
+        raise ValueError(f"unknown few-shot starts {unknown}; choose from {', '.join(FEW_SHOT_STARTS)}")
     pool = read_split(data, "style_train", pre, pairing, cache_dir, log)
+    pool.envs = ["new cell"] * len(pool)
+    source = None
+    if any("replay" in s for s in starts):
+        source = read_split(data, "train", pre, pairing, cache_dir, log)
+        source.envs = ["shipped model's cells"] * len(source)
     tests = {name: read_split(data, name, pre, pairing, cache_dir, log) for name in ("style_comp", "style_syst")}
     labels = [a for a in ACTIONS if a in set(pool.actions)]
     out.mkdir(parents=True, exist_ok=True)
@@ -307,15 +322,20 @@ def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, 
     for k in ks:
         for seed in seeds:
             shots = draw_episodes(pool, k, seed)
-            for start in ("scratch", "init"):
-                epochs = _epochs_for(len(shots), cfg.training.batch_size, FEW_SHOT_STEPS)
+            for start in starts:
+                data_pairs = shots
+                if "replay" in start:
+                    data_pairs = PairSet.concat([shots, draw_episodes(source, REPLAY_PER_LABEL, seed)])
+                epochs = _epochs_for(len(data_pairs), cfg.training.batch_size, FEW_SHOT_STEPS)
                 # few labelled pairs: no validation pairs to spare, so no none operating point (bias 0)
                 tc = replace(cfg.training, epochs=epochs, seed=seed, none_recall_target=0.0)
-                init = init_from(init_dir, labels)[0] if start == "init" else None
-                res = train(shots, None, labels, cfg.model, pre, tc, None, progress=False, log=lambda m: None,
+                if start.endswith("+env"):
+                    tc = replace(tc, loss=replace(tc.loss, alpha_env=ENV_WEIGHT))
+                init = init_from(init_dir, labels)[0] if start != "scratch" else None
+                res = train(data_pairs, None, labels, cfg.model, pre, tc, None, progress=False, log=lambda m: None,
                             init=init)
-                row = {"k": k, "seed": seed, "start": start, "pairs": len(shots), "epochs": epochs,
-                       "train_seconds": round(res.seconds, 1)}
+                row = {"k": k, "seed": seed, "start": start, "pairs": len(data_pairs), "shots": len(shots),
+                       "epochs": epochs, "train_seconds": round(res.seconds, 1)}
                 for name, pairs in tests.items():
                     m = evaluate_pairs(res.model, pairs)
                     row[name] = {key: m[key] for key in ("accuracy", "false_success_rate", "false_failure_rate",
@@ -340,12 +360,15 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path) -
              f"Held-out scene style of the simulator. k episodes per label (the 8 actions and `none`) drawn from its "
              f"training-combination recordings per seed; tested on its held-out combinations and held-out object "
              f"classes. `init`: from model {init_id} (`cde-ros train --init`: backbone learning rate x0.1); "
-             f"`scratch`: the same recipe from random weights. {FEW_SHOT_STEPS} optimizer steps per run; plain argmax "
-             "(too few pairs to choose a `none` operating point on). Mean ± std over seeds.", "",
+             f"`scratch`: the same recipe from random weights; `+replay`: {REPLAY_PER_LABEL} pairs per label of the "
+             f"init model's own training recordings mixed in; `+env`: with the environment-invariance term "
+             f"(loss.alpha_env {ENV_WEIGHT:g}) between the new cell's pairs and the replayed ones. {FEW_SHOT_STEPS} "
+             "optimizer steps per run; plain argmax (too few pairs to choose a `none` operating point on). Mean ± std "
+             "over seeds.", "",
              "| k | start | held-out combinations | false success | false failure | held-out classes | false success | "
              "false failure | train s |", "|---|---|---|---|---|---|---|---|---|"]
     for k in sorted({r["k"] for r in rows}):
-        for start in ("scratch", "init"):
+        for start in FEW_SHOT_STARTS:
             rs = [r for r in rows if r["k"] == k and r["start"] == start]
             if not rs:
                 continue
@@ -359,13 +382,14 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path) -
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
     for ax, split, title in zip(axes, ("style_comp", "style_syst"), ("held-out combinations", "held-out classes")):
-        for start, color in (("scratch", "tab:gray"), ("init", "tab:blue")):
+        for start, color in zip(FEW_SHOT_STARTS, ("tab:gray", "tab:blue", "tab:green", "tab:orange")):
             ks = sorted({r["k"] for r in rows if r["start"] == start})
             if not ks:
                 continue
             acc = [[r[split]["accuracy"] for r in rows if r["k"] == k and r["start"] == start] for k in ks]
+            name = start.replace("init", "from the init model").replace("scratch", "from scratch")
             ax.errorbar(ks, [np.mean(a) for a in acc], yerr=[np.std(a) for a in acc], marker="o", color=color,
-                        label=f"from {'the shipped model' if start == 'init' else 'scratch'}", capsize=3)
+                        label=name, capsize=3)
         ax.set_xscale("log")
         ax.set_xticks(sorted({r["k"] for r in rows}), [str(k) for k in sorted({r["k"] for r in rows})])
         ax.set_title(f"held-out style, {title}")
