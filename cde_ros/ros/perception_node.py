@@ -37,7 +37,7 @@ from std_srvs.srv import Trigger
 
 from ..core import stamps
 from ..core.images import ImageError
-from ..data.events import EventParseError, EventPhase, parse_event
+from ..data.events import EventPhase, parse_event
 from ..data.pairing import EventPairer, Outcome, PairingConfig
 from ..data.snapshot import SnapshotBuffer
 from . import conversions
