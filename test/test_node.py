@@ -432,3 +432,46 @@ def test_hostile_events_are_answered_once_and_never_lock_the_node(harness_factor
     counted = {k: v for k, v in h.listener.answers.items() if k != "unknown"}
     assert counted and all(v == 1 for v in counted.values()), {k: v for k, v in counted.items() if v != 1}
     assert len(h.node._befores) <= 4
+
+
+def test_two_namespaced_nodes_each_answer_only_their_own_events(tiny_model):
+    """Relative topic names: a namespace moves camera, events and results (not /diagnostics)."""
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    params = [Parameter(k, value=v) for k, v in (("model_dir", str(tiny_model)), ("device", "cpu"),
+                                                 ("image_qos_reliability", "reliable"), ("image_qos_depth", 1000))]
+    nodes = {ns: PerceptionNode(context=ctx, namespace=ns, parameter_overrides=params) for ns in ("robot1", "robot2")}
+    io = Node("cde_test_ns_io", context=ctx)
+    pubs = {ns: (io.create_publisher(Image, f"/{ns}/camera/image_raw", RELIABLE),
+                 io.create_publisher(String, f"/{ns}/cde/event", RELIABLE)) for ns in nodes}
+    listeners = {ns: PlannerListener(io, topic=f"/{ns}/cde/action") for ns in nodes}
+    executor = MultiThreadedExecutor(num_threads=4, context=ctx)
+    for n in (*nodes.values(), io):
+        executor.add_node(n)
+    try:
+        assert all(start(n) for n in nodes.values())
+        spinner = SpinThread(executor).start()
+        deadline = time.monotonic() + 10
+        while not all(p.get_subscription_count() for pair in pubs.values() for p in pair) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert nodes["robot1"].resolve_topic_name("cde/action") == "/robot1/cde/action"
+        for ns, eid in (("robot1", "only-1"), ("robot2", "only-2")):
+            img, ev = pubs[ns]
+            for i in range(30):
+                t = int((10.0 + i * 0.1) * S)
+                img.publish(conversions.rgb_to_image_msg(np.full((24, 32, 3), i * 7 % 255, np.uint8), t, "cam"))
+                if i == 12:
+                    ev.publish(String(data=EventPhase("start", eid, int(11.0 * S), "open").to_json()))
+                if i == 16:
+                    ev.publish(String(data=EventPhase("end", eid, int(11.5 * S)).to_json()))
+                time.sleep(0.005)
+        assert listeners["robot1"].wait_for(["only-1"], 20) and listeners["robot2"].wait_for(["only-2"], 20)
+        time.sleep(0.5)
+        assert set(listeners["robot1"].results) == {"only-1"} and set(listeners["robot2"].results) == {"only-2"}
+        assert spinner.stop()
+    finally:
+        for n in nodes.values():
+            n.trigger_shutdown()
+            n.destroy_node()
+        io.destroy_node()
+        rclpy.shutdown(context=ctx)

@@ -56,16 +56,17 @@ class _Param:
 
 # name -> definition; every one is documented in config/perception.yaml as well
 PARAMS: dict[str, _Param] = {
-    "image_topic": _Param("/camera/image_raw", "Raw camera topic (sensor_msgs/Image); with image_transport "
-                          "'compressed' the node subscribes to <image_topic>/compressed instead."),
+    "image_topic": _Param("camera/image_raw", "Raw camera topic (sensor_msgs/Image); with image_transport "
+                          "'compressed' the node subscribes to <image_topic>/compressed instead. Relative names are "
+                          "resolved in the node's namespace."),
     "image_transport": _Param("raw", "raw: sensor_msgs/Image; compressed: sensor_msgs/CompressedImage (JPEG/PNG).",
                               choices=("raw", "compressed")),
     "image_qos_reliability": _Param("best_effort", "Camera subscription reliability (sensor-data QoS by default).",
                                     choices=("best_effort", "reliable")),
     "image_qos_depth": _Param(5, "Camera subscription queue depth.", range=(1, 1000)),
-    "event_topic": _Param("/cde/event", "Manipulation events (std_msgs/String, JSON)."),
-    "action_topic": _Param("/cde/action", "Results (std_msgs/String, JSON), one per finished event."),
-    "delta_topic": _Param("/cde/delta", "Delta embeddings (sensor_msgs/Image, 32FC1)."),
+    "event_topic": _Param("cde/event", "Manipulation events (std_msgs/String, JSON), in the node's namespace."),
+    "action_topic": _Param("cde/action", "Results (std_msgs/String, JSON), one per event, in the node's namespace."),
+    "delta_topic": _Param("cde/delta", "Delta embeddings (sensor_msgs/Image, 32FC1), in the node's namespace."),
     "publish_delta": _Param(True, "Publish the delta embedding image."),
     "model_dir": _Param("", "Model directory (model.safetensors + model.json); empty: the shipped model."),
     "device": _Param("auto", "auto (cuda when available), cuda, cuda:N or cpu.", choices=None),
@@ -206,8 +207,10 @@ class PerceptionNode(LifecycleNode):
         self._srv_start = self.create_service(Trigger, "~/start", self._srv_phase("start"),
                                               callback_group=self._cb_events)
         self._srv_end = self.create_service(Trigger, "~/end", self._srv_phase("end"), callback_group=self._cb_events)
-        self.get_logger().info(f"configured: images from {self._image_topic()} ({self._p('image_transport')}), "
-                               f"decoder {conversions.IMAGE_DECODER}, events from {self._p('event_topic')}")
+        r = self.resolve_topic_name
+        self.get_logger().info(f"configured: images from {r(self._image_topic())} ({self._p('image_transport')}), "
+                               f"decoder {conversions.IMAGE_DECODER}, events from {r(self._p('event_topic'))}, results "
+                               f"to {r(self._p('action_topic'))} and {r(self._p('delta_topic'))}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -513,6 +516,8 @@ class PerceptionNode(LifecycleNode):
             buf = self._buffer if self._pairer is not None else None
             open_events = self._pairer.open_events if self._pairer is not None else 0
             pairing_errors = dict(self._pairer.stats.errors) if self._pairer is not None else {}
+            absorbed = dict(self._pairer.stats.absorbed) if self._pairer is not None else {}
+            frames_ahead = self._pairer.stats.frames_ahead if self._pairer is not None else 0
         values = {
             **{k: v for k, v in self.counters.items()},
             "frame_rate_hz": round(rate, 2),
@@ -530,6 +535,8 @@ class PerceptionNode(LifecycleNode):
             "register_max_shift": self._predictor.preprocessing.register_max_shift if self._predictor is not None else "",
             **{f"latency_ms_{k}": round(v, 2) for k, v in self._latency.percentiles().items()},
             **{f"pairing_{k}": v for k, v in pairing_errors.items()},
+            **{f"pairing_absorbed_{k}": v for k, v in absorbed.items()},
+            "frames_ahead_of_clock": frames_ahead,
         }
         st.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         arr = DiagnosticArray()
