@@ -11,6 +11,7 @@ launch_testing = pytest.importorskip("launch_testing")
 
 import launch  # noqa: E402
 import launch_testing.actions  # noqa: E402
+import launch_testing.asserts  # noqa: E402
 import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
@@ -41,11 +42,13 @@ class TestPerceptionLaunch(unittest.TestCase):
         rclpy.shutdown()
 
     def test_remapped_camera_and_events_produce_an_action(self):
+        """image_topic:= is absolute (it wins over the params file); the node's own topics are
+        relative and moved into the launch namespace."""
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         results = []
-        self.node.create_subscription(String, "/cde/action", lambda m: results.append(json.loads(m.data)), reliable)
+        self.node.create_subscription(String, "/lt/cde/action", lambda m: results.append(json.loads(m.data)), reliable)
         pub_img = self.node.create_publisher(Image, "/lt_camera/image", 10)
-        pub_ev = self.node.create_publisher(String, "/cde/event", reliable)
+        pub_ev = self.node.create_publisher(String, "/lt/cde/event", reliable)
         deadline = time.monotonic() + 30
         while pub_img.get_subscription_count() == 0 and time.monotonic() < deadline:
             rclpy.spin_once(self.node, timeout_sec=0.1)
@@ -70,3 +73,10 @@ class TestPerceptionLaunch(unittest.TestCase):
         self.assertEqual(results[0]["event_id"], "lt-1")
         self.assertEqual(results[0]["status"], "ok")
         self.assertEqual(results[0]["expected_action"], "open")
+
+
+@launch_testing.post_shutdown_test()
+class TestPerceptionShutdown(unittest.TestCase):
+    def test_the_node_exits_cleanly(self, proc_info):
+        """Launch's SIGINT at the end (a repeat included) ends the node with status 0."""
+        launch_testing.asserts.assertExitCodes(proc_info)

@@ -475,3 +475,31 @@ def test_two_namespaced_nodes_each_answer_only_their_own_events(tiny_model):
             n.destroy_node()
         io.destroy_node()
         rclpy.shutdown(context=ctx)
+
+
+def test_the_node_process_exits_cleanly_on_a_repeated_sigint(tiny_model):
+    """As under `ros2 launch` + Ctrl-C: SIGINT twice in quick succession; the process ends with 0."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "cde_ros.ros.perception_node", "--ros-args", "-p",
+                             f"model_dir:={tiny_model}", "-p", "device:=cpu"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "warm-up done" in line or "autostart failed" in line:
+                break
+        assert any("warm-up done" in line for line in lines), "".join(lines)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, "".join(lines) + out
+    assert "shutting down" in out and "Traceback" not in out

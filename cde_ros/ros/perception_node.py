@@ -28,7 +28,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import Executor, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
@@ -552,28 +552,60 @@ def start(node: PerceptionNode) -> bool:
     return node.trigger_activate() == TransitionCallbackReturn.SUCCESS
 
 
-def spin(node: PerceptionNode, executor: Executor | None = None) -> None:
-    executor = executor or MultiThreadedExecutor(num_threads=3)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    finally:
-        executor.remove_node(node)
-
-
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
+    """Run the node until SIGINT or SIGTERM, then stop cleanly and fast.
+
+    Under `ros2 launch` a Ctrl-C reaches the node twice (the terminal's and the one launch
+    forwards) while a Python process with torch loaded takes 1.5-1.9 s to tear down, which
+    launch reported as `process has died [exit code -2]`. So rclpy's own signal handlers are off:
+    the first signal ends the spin, a repeat is ignored, and once the node is shut down and
+    destroyed the process exits at once with status 0 (the interpreter's slow teardown of torch
+    is skipped; logs are flushed first)."""
+    import os
+    import signal
+
+    from rclpy.signals import SignalHandlerOptions
+
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = PerceptionNode()
+    executor = MultiThreadedExecutor(num_threads=3)
+    stopping = threading.Event()
+
+    def on_signal(signum, frame) -> None:
+        if stopping.is_set():
+            return  # the repeat (launch forwards the terminal's SIGINT): shutdown has begun
+        stopping.set()
+        executor.wake()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    code = 0
     try:
         if node.get_parameter("autostart").value and not start(node):
             node.get_logger().error("autostart failed; see the errors above")
-        spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        executor.add_node(node)
+        while not stopping.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+        node.get_logger().info("shutting down")
+    except rclpy.executors.ExternalShutdownException:
         pass
+    except Exception as exc:  # noqa: BLE001  logged, and the exit status says so
+        node.get_logger().error(f"stopped by an unexpected error: {exc!r}")
+        code = 1
     finally:
+        try:
+            node.trigger_shutdown()
+        except Exception:  # noqa: BLE001  already finalized
+            pass
+        executor.shutdown(timeout_sec=2.0)
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 if __name__ == "__main__":
