@@ -29,6 +29,7 @@ setup(
     entry_points={
         "console_scripts": [
             "perception_node = cde_ros.ros.perception_node:main",
+            "example_planner = cde_ros.ros.planner:main",
             "cde-ros = cde_ros.cli:main",
         ],
     },

@@ -387,6 +387,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_planner(args: argparse.Namespace) -> int:
+    try:
+        from .ros.planner import main as planner_main
+    except ImportError as exc:
+        _fail(f"the planner needs rclpy (ROS 2 or the ros-* wheels: ./dev setup): {exc}")
+    planner_main(args.ros_args)
+    return 0
+
+
 def cmd_play(args: argparse.Namespace) -> int:
     try:
         from .ros.player import main as play_main
@@ -581,6 +590,10 @@ def build_parser() -> argparse.ArgumentParser:
                         add_help=False)
     sp.add_argument("play_args", nargs=argparse.REMAINDER, help="BAG [--rate X] [--topics T ...] [--no-clock]")
     sp.set_defaults(func=cmd_play)
+
+    sp = sub.add_parser("planner", help="the example planner: logs what a planner does with each /cde/action (rclpy)")
+    sp.add_argument("ros_args", nargs=argparse.REMAINDER, help="--ros-args ... (remaps, namespace)")
+    sp.set_defaults(func=cmd_planner)
     return p
 
 
