@@ -344,21 +344,23 @@ def test_none_logit_bias_parameter_replaces_the_models_operating_point(harness_f
     assert values["register_max_shift"] == "0.0"  # the tiny model does not register
 
 
-def test_invalid_parameters_are_refused_with_the_reason(tiny_model):
-    from rclpy.exceptions import InvalidParameterValueException
-
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    try:
-        with pytest.raises(InvalidParameterValueException, match="pre_offset out of range"):
-            PerceptionNode(context=ctx, parameter_overrides=[Parameter("pre_offset", value=-1.0)])
-        node = PerceptionNode(context=ctx, parameter_overrides=[
-            Parameter("model_dir", value=str(tiny_model)), Parameter("image_transport", value="carrier_pigeon")])
-        assert not start(node)  # configure refuses it (and logs: image_transport='carrier_pigeon' is not one of ...)
-        assert node._validate() == ["image_transport='carrier_pigeon' is not one of ('raw', 'compressed')"]
-        node.destroy_node()
-    finally:
-        rclpy.shutdown(context=ctx)
+def test_invalid_parameters_are_reported_and_every_event_still_answered(harness_factory, tiny_model):
+    """An out-of-range value, an unknown device, a string for a number: no traceback, the node
+    configures, logs one line and answers every event with status bad_parameter; an integer
+    given for a float parameter is simply taken."""
+    h = harness_factory({"model_dir": str(tiny_model), "device": "tpu", "pre_offset": -1.0, "buffer_seconds": "ten",
+                         "post_settle": 1})
+    assert h.started
+    errors = h.node._validate()
+    assert any(e.startswith("pre_offset") for e in errors) and any("device='tpu'" in e for e in errors)
+    assert any("buffer_seconds='ten' is not a float" in e for e in errors)
+    assert not any(e.startswith("post_settle") for e in errors) and h.node._p("post_settle") == 1.0
+    frames_and_event(h, "with-bad-params", 10.0)
+    r = h.result("with-bad-params")
+    assert r["status"] == "bad_parameter" and "device='tpu'" in r["detail"] and r["action"] is None
+    refused = h.node.set_parameters([Parameter("confidence_threshold", value="high")])[0]
+    assert not refused.successful and "confidence_threshold must be a number" in refused.reason
+    assert h.node.set_parameters([Parameter("confidence_threshold", value=0.5)])[0].successful
 
 
 def test_spin_thread_runs_callbacks_and_stops_cleanly():

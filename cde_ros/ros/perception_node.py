@@ -100,8 +100,12 @@ PARAMS: dict[str, _Param] = {
 }
 
 
-def _descriptor(name: str, p: _Param) -> ParameterDescriptor:
-    d = ParameterDescriptor(name=name, description=p.description, read_only=p.read_only)
+def _descriptor(name: str, p: _Param, constrained: bool = True) -> ParameterDescriptor:
+    """The parameter's descriptor. Typing is dynamic (an integer given for a float is taken as
+    one; a value of the wrong kind is reported by the node, not raised by rclpy)."""
+    d = ParameterDescriptor(name=name, description=p.description, read_only=p.read_only, dynamic_typing=True)
+    if not constrained:
+        return d
     if p.choices:
         d.additional_constraints = "one of: " + ", ".join(p.choices)
     if p.range is not None:
@@ -139,8 +143,17 @@ class _Job:
 class PerceptionNode(LifecycleNode):
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
+        # a value that cannot be taken (out of range, another kind) must not end the process:
+        # it is recorded, reported once at configure, and every event is answered with it
+        self._param_errors: dict[str, str] = {}
         for name, p in PARAMS.items():
-            self.declare_parameter(name, p.default, _descriptor(name, p))
+            try:
+                self.declare_parameter(name, p.default, _descriptor(name, p))
+            except Exception as exc:  # noqa: BLE001  rclpy's InvalidParameterValueException and kin
+                self._param_errors[name] = f"{name}: {exc}"
+                if not self.has_parameter(name):
+                    self.declare_parameter(name, p.default, _descriptor(name, p, constrained=False))
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self._lock = threading.Lock()
         self._predictor = None
         self._model_error = ""
@@ -164,30 +177,63 @@ class PerceptionNode(LifecycleNode):
     # ------------------------------------------------------------------ parameters
 
     def _p(self, name: str) -> Any:
-        return self.get_parameter(name).value
+        """A parameter's value: an int given for a float taken as float; the default for a value
+        `_validate` refused (the node then answers every event with that error)."""
+        p = PARAMS[name]
+        v = self.get_parameter(name).value
+        if isinstance(p.default, float) and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if name in self._invalid:
+            return p.default
+        return v
+
+    _invalid: frozenset[str] = frozenset()
+
+    def _on_set_parameters(self, params):
+        """Run-time changes (only confidence_threshold is writable): a value of the wrong kind or
+        out of range is refused with the reason, so it can never reach a result."""
+        from rcl_interfaces.msg import SetParametersResult
+
+        for param in params:
+            spec = PARAMS.get(param.name)
+            if spec is None or spec.read_only:
+                continue
+            v = param.value
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not spec.range[0] <= v <= spec.range[1]:
+                return SetParametersResult(successful=False,
+                                           reason=f"{param.name} must be a number within {list(spec.range)}, got {v!r}")
+        return SetParametersResult(successful=True)
 
     def _validate(self) -> list[str]:
-        errors = []
+        self._invalid = frozenset()
+        errors = dict(self._param_errors)
         for name, p in PARAMS.items():
+            if name in errors:
+                continue
             v = self._p(name)
-            if p.choices and v not in p.choices:
-                errors.append(f"{name}={v!r} is not one of {p.choices}")
-            if p.range is not None and not isinstance(v, bool) and not p.range[0] <= v <= p.range[1]:
-                errors.append(f"{name}={v!r} is outside [{p.range[0]}, {p.range[1]}]")
+            kind = type(p.default)
+            if not isinstance(v, kind) or (kind is not bool and isinstance(v, bool)):
+                errors[name] = f"{name}={v!r} is not a {kind.__name__}"
+            elif p.choices and v not in p.choices:
+                errors[name] = f"{name}={v!r} is not one of {p.choices}"
+            elif p.range is not None and not isinstance(v, bool) and not p.range[0] <= v <= p.range[1]:
+                errors[name] = f"{name}={v!r} is outside [{p.range[0]}, {p.range[1]}]"
         dev = self._p("device")
-        if not (dev in ("auto", "cpu", "cuda") or str(dev).startswith("cuda:")):
-            errors.append(f"device={dev!r} must be auto, cpu, cuda or cuda:N")
-        return errors
+        if "device" not in errors and not (dev in ("auto", "cpu", "cuda") or str(dev).startswith("cuda:")):
+            errors["device"] = f"device={dev!r} must be auto, cpu, cuda or cuda:N"
+        self._invalid = frozenset(errors)
+        return list(errors.values())
 
     # ------------------------------------------------------------------ lifecycle
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Validate parameters, build buffer and pairer, load the model (CPU)."""
         errors = self._validate()
+        self._param_error = ""
         if errors:
-            for e in errors:
-                self.get_logger().error(f"parameter: {e}")
-            return TransitionCallbackReturn.FAILURE
+            self._param_error = "; ".join(errors)
+            self.get_logger().error(f"invalid parameters, every event will be answered with status bad_parameter: "
+                                    f"{self._param_error}")
         self._pairing = PairingConfig(pre_offset_s=self._p("pre_offset"), post_settle_s=self._p("post_settle"),
                                       max_event_duration_s=self._p("max_event_duration"),
                                       after_wait_s=self._p("after_wait"), max_open_events=self._p("max_open_events"),
@@ -198,7 +244,10 @@ class PerceptionNode(LifecycleNode):
                                       max_bytes=int(self._p("buffer_max_mb") * 1024 * 1024))
         self._pairer = EventPairer(self._pairing, self._buffer)
         self._queue = queue.Queue(maxsize=self._p("max_queue"))
-        self._load_model()
+        if self._param_error:
+            self._predictor, self._model_error = None, f"invalid parameters: {self._param_error}"
+        else:
+            self._load_model()
         reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE,
                               durability=DurabilityPolicy.VOLATILE)
         self._pub_action = self.create_lifecycle_publisher(String, self._p("action_topic"), reliable)
@@ -434,7 +483,8 @@ class PerceptionNode(LifecycleNode):
             return
         if self._predictor is None:
             if job.kind == "pair":
-                self._publish_result(Outcome("error", o.event_id, "model_error", self._model_error or "no model loaded",
+                status = "bad_parameter" if self._param_error else "model_error"
+                self._publish_result(Outcome("error", o.event_id, status, self._model_error or "no model loaded",
                                              o.expected_action, o.start_ns, o.end_ns, o.before, o.after), job)
             return
         if job.kind == "before":
@@ -476,7 +526,7 @@ class PerceptionNode(LifecycleNode):
         action = None
         payload: dict[str, Any] = {"event_id": o.event_id, "status": o.status}
         if pred is not None:
-            threshold = self.get_parameter("confidence_threshold").value
+            threshold = self._p("confidence_threshold")
             action = pred.action if pred.confidence >= threshold else "unknown"
             payload.update(action=action, confidence=round(pred.confidence, 4),
                            scores={k: round(v, 4) for k, v in pred.scores.items()})
