@@ -563,3 +563,18 @@ def test_the_reference_planner_retries_what_the_node_calls_a_failure(tiny_model)
         stop.set()
         cam.join()
         h.close()
+
+
+def test_a_burst_of_events_is_answered_in_full(harness_factory, tiny_model):
+    """200 start/end pairs published back to back (a queue of 100 once saw 100 of them)."""
+    h = harness_factory({"model_dir": str(tiny_model), "device": "cpu", "max_open_events": 400, "max_queue": 1000})
+    for i in range(20):
+        h.frame(int((10.0 + i * 0.1) * S))
+    for k in range(200):
+        h.pub_ev.publish(String(data=EventPhase("start", f"b{k}", int(10.5 * S), "open").to_json()))
+        h.pub_ev.publish(String(data=EventPhase("end", f"b{k}", int(10.6 * S)).to_json()))
+    for i in range(20, 40):
+        h.frame(int((10.0 + i * 0.1) * S))
+    assert h.listener.wait_for([f"b{k}" for k in range(200)], 60), f"{len(h.listener.results)} of 200 answered"
+    assert all(h.listener.answers[f"b{k}"] == 1 for k in range(200))
+    assert h.node.counters["events_lost"] == 0

@@ -28,6 +28,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -43,6 +44,7 @@ from ..data.snapshot import SnapshotBuffer
 from . import conversions
 
 NODE_NAME = "cde_perception"
+EVENT_QUEUE_DEPTH = 10_000  # event messages kept while the node catches up (a burst of 200 pairs lost 150 at 100)
 
 
 @dataclass
@@ -168,7 +170,7 @@ class PerceptionNode(LifecycleNode):
         self._data_clock: tuple[int, float] | None = None  # (newest data stamp, monotonic time seen)
         self.ingest_cpu_ns = 0  # CPU time spent in image callbacks (thread time)
         self.counters = {"frames": 0, "events": 0, "bad_events": 0, "results": 0, "dropped_events": 0,
-                         "bad_images": 0, "befores_not_precomputed": 0}
+                         "bad_images": 0, "befores_not_precomputed": 0, "events_lost": 0}
         self._rate_window: deque[float] = deque(maxlen=200)
         self._cb_sensor = MutuallyExclusiveCallbackGroup()
         self._cb_events = MutuallyExclusiveCallbackGroup()
@@ -284,9 +286,12 @@ class PerceptionNode(LifecycleNode):
         self._subs = [
             self.create_subscription(msg_type, self._image_topic(), self._on_image, image_qos,
                                      callback_group=self._cb_sensor),
+            # a deep reliable queue: a planner's burst of events (hundreds back to back) is kept;
+            # what the middleware still reports lost is counted (diagnostics: events_lost)
             self.create_subscription(String, self._p("event_topic"), self._on_event,
-                                     QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE),
-                                     callback_group=self._cb_events),
+                                     QoSProfile(depth=EVENT_QUEUE_DEPTH, reliability=ReliabilityPolicy.RELIABLE),
+                                     callback_group=self._cb_events,
+                                     event_callbacks=SubscriptionEventCallbacks(message_lost=self._on_events_lost)),
         ]
         self._timers = [
             self.create_timer(0.1, self._on_expire_timer, callback_group=self._cb_timers),
@@ -398,6 +403,11 @@ class PerceptionNode(LifecycleNode):
                 self._saw_stamp(self._buffer.newest_ns)
         self._dispatch(outcomes)
         self.ingest_cpu_ns += time.thread_time_ns() - t0
+
+    def _on_events_lost(self, info) -> None:
+        self.counters["events_lost"] += int(getattr(info, "total_count_change", 1) or 1)
+        self.get_logger().warning(f"the middleware lost {info.total_count_change} event message(s) "
+                                  f"({info.total_count} in all): their events get no answer", throttle_duration_sec=1.0)
 
     def _on_event(self, msg: String) -> None:
         """Whatever one event message holds, it is answered and the node goes on."""
@@ -555,8 +565,9 @@ class PerceptionNode(LifecycleNode):
         st.hardware_id = str(self._predictor.device) if self._predictor is not None else "none"
         if self._predictor is None:
             st.level, st.message = DiagnosticStatus.ERROR, f"no model: {self._model_error}"[:500]
-        elif self.counters["dropped_events"]:
-            st.level, st.message = DiagnosticStatus.WARN, f"{self.counters['dropped_events']} events dropped"
+        elif self.counters["dropped_events"] or self.counters["events_lost"]:
+            st.level, st.message = DiagnosticStatus.WARN, (f"{self.counters['dropped_events']} events dropped, "
+                                                           f"{self.counters['events_lost']} event messages lost")
         else:
             st.level, st.message = DiagnosticStatus.OK, "ok"
         now = time.monotonic()
