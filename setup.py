@@ -25,7 +25,7 @@ setup(
     maintainer_email="maintainers@cde-ros.invalid",
     description="Causal delta embeddings: recognise what a manipulation actually did.",
     license="Apache-2.0",
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest>=8.0,<9"]},
     entry_points={
         "console_scripts": [
             "perception_node = cde_ros.ros.perception_node:main",

@@ -185,6 +185,35 @@ def test_record_sim_writes_bags_the_trainer_pairs(tmp_path):
         assert pairs.actions == [t["action"] for t in truth] and pairs.event_ids == [t["event_id"] for t in truth]
 
 
+def test_recording_around_events_only_keeps_exactly_the_frames_pairing_picks(tmp_path):
+    """--around-event-only renders only the frames before each start and from each end on: those
+    frames are the full recording's (same stamps, same pixels), and the pairs are the same."""
+    from rosbags.highlevel import AnyReader
+
+    from cde_ros.core.preprocess import Preprocessing
+    from cde_ros.data.bags import read_pairs
+    from cde_ros.data.pairing import PairingConfig
+
+    frames, pairs = {}, {}
+    for mode in ("all", "around"):
+        bag = tmp_path / mode
+        run_cli("record-sim", str(bag), "--episodes", "3", "--seed", "2", "--rate", "5", "--width", "160", "--height",
+                "120", "--quiet", *(["--around-event-only"] if mode == "around" else []))
+        with AnyReader([bag]) as reader:
+            conns = [c for c in reader.connections if c.topic == "/camera/image_raw"]
+            frames[mode] = {}
+            for conn, _, raw in reader.messages(connections=conns):
+                msg = reader.deserialize(raw, conn.msgtype)
+                frames[mode][(msg.header.stamp.sec, msg.header.stamp.nanosec)] = bytes(msg.data)
+        got, _ = read_pairs([bag], Preprocessing(input_size=32), PairingConfig(), "/camera/image_raw", "/cde/event",
+                            None, None, progress=False, log=lambda m: None)
+        pairs[mode] = got
+    assert 0 < len(frames["around"]) < len(frames["all"]) / 2
+    assert all(frames["all"].get(k) == v for k, v in frames["around"].items())
+    assert pairs["around"].actions == pairs["all"].actions and len(pairs["all"]) == 3
+    assert (pairs["around"].before == pairs["all"].before).all() and (pairs["around"].after == pairs["all"].after).all()
+
+
 def test_record_sim_refuses_bad_arguments_in_one_sentence(tmp_path):
     for args, expect in ((["--episodes", "0"], "episodes must be at least 1"), (["--rate", "0"], "camera rate"),
                          (["--rate", "-5"], "camera rate"), (["--width", "4"], "image size"),

@@ -277,13 +277,18 @@ class Episode:
         u = 0.0 if t < self.start_s else min(1.0, (t - self.start_s) / max(1e-6, self.end_s - self.start_s))
         sc.set_key_light(1.0 + u * (self.light_after - 1.0))
 
-    def pose_arm(self, t: float) -> None:
-        """Put every joint where it is at time t (fixture, props, arm)."""
+    def pose_arm(self, t: float, arm_q: np.ndarray | None = None) -> None:
+        """Put every joint where it is at time t (fixture, props, arm). `arm_q`: the arm's joints
+        as solved before for this time (no IK)."""
         sc = self.scene
         planned, real, seg, s, i = self.state_at(t)
         pos, rot, fingers = self.gripper_at(t, planned, seg, s, i)
         sc.apply({**real, **self._nuisance_state(t)})
         sc.ik.set_fingers(sc.data, fingers)
+        if arm_q is not None:
+            sc.data.qpos[sc.ik.qpos] = arm_q
+            self._camera(t)
+            return
         res = sc.ik.solve(sc.data, pos, rot, iterations=40, roll_free=self.roll_free)
         if res.position_error > 0.01 and not self.roll_free:  # let the fingers roll about their axis
             res = sc.ik.solve(sc.data, pos, rot, iterations=40, roll_free=True)
@@ -301,29 +306,40 @@ class Episode:
         """Play the trajectory without rendering; EpisodeError when the gripper misses a grasp
         or act target by more than `tolerance_m`. Returns the largest miss. The episode then
         starts again from its first frame (same joints: IK is warm-started frame to frame)."""
+        self._arm_q = []
         for t in self.frame_times():
             self.pose_arm(float(t))
+            self._arm_q.append(self.scene.data.qpos[self.scene.ik.qpos].copy())
         worst = self.ik_max_error
         self.scene.data.qpos[:] = self._q_start
-        self.ik_max_error = 0.0
         if worst > tolerance_m:
             raise EpisodeError(f"the arm cannot reach the {self.spec.obj_class}'s targets ({worst:.3f} m off)")
         return worst
 
-    def frames(self) -> Iterator[tuple[float, np.ndarray]]:
+    def frames(self, around_event_only: bool = False) -> Iterator[tuple[float, np.ndarray]]:
+        """The episode's camera frames as (time, rgb). `around_event_only`: only the frames before
+        the start and from the end on are rendered and yielded (the ones pairing picks from; the
+        motion between is played but not rendered): the same pairs at a third of the cost."""
         import time
 
         times = self.frame_times()
-        n = len(times)
+        # the arm's joints solved by check_reach (the same warm-started IK, so the same poses)
+        solved = getattr(self, "_arm_q", None)
+        if solved is None:
+            self.ik_max_error = 0.0
+        n = 0
         render_s = 0.0
-        for t in times:
+        for k, t in enumerate(times):
             t = float(t)
-            self.pose_arm(t)
+            jitter = float(self.rng.uniform(-self.timing.jitter_s, self.timing.jitter_s))
+            if around_event_only and self.start_s <= t < self.end_s:
+                continue
+            self.pose_arm(t, None if solved is None else solved[k])
             t0 = time.perf_counter()
             img = self.scene.render()
             render_s += time.perf_counter() - t0
             self.truth.frames += 1
-            jitter = float(self.rng.uniform(-self.timing.jitter_s, self.timing.jitter_s))
+            n += 1
             yield max(0.0, t + jitter), img
         self.truth.prop_changes = sum(1 for _, name, b, a in self.prop_changes if a != b and not name.endswith(":y")
                                       and not name.endswith(":yaw"))

@@ -50,6 +50,9 @@ class SimRecordConfig:
     # it; the truth is then only in the ground-truth topic)
     event_action: str = "label"
     camera: str = ""  # one camera placement family of the style for every episode (styles.camera_names); "": drawn
+    # record only the frames before each start and from each end on (what pairing picks from; a
+    # training set); the camera is then silent during the manipulation
+    around_event_only: bool = False
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -112,7 +115,7 @@ def record_sim(out: str | Path, cfg: SimRecordConfig, progress: bool = True,
             said = spec.action if cfg.event_action == "label" else spec.attempted
             pending = [EventPhase("start", eid, start_ns, said), EventPhase("end", eid, end_ns, said)]
             try:
-                for t, rgb in episode.frames():
+                for t, rgb in episode.frames(cfg.around_event_only):
                     stamp = base_ns + int(round(t * 1e9))
                     while pending and pending[0].stamp_ns <= stamp:
                         writer.event(pending.pop(0))

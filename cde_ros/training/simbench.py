@@ -47,14 +47,14 @@ class SplitSpec:
 
 
 SUITE: dict[str, SplitSpec] = {
-    "train": SplitSpec("train", "train", 4000, 0, camera_per_part=True),
-    "val": SplitSpec("val", "train", 300, 1),
-    "comp": SplitSpec("comp", "train", 400, 2),
-    "syst": SplitSpec("syst", "train", 400, 3),
-    "style": SplitSpec("val", "heldout", 400, 4),
-    "style_comp": SplitSpec("comp", "heldout", 300, 5),
-    "style_syst": SplitSpec("syst", "heldout", 300, 6),
-    "style_train": SplitSpec("train", "heldout", 600, 7),
+    "train": SplitSpec("train", "train", 2400, 0, camera_per_part=True),
+    "val": SplitSpec("val", "train", 240, 1),
+    "comp": SplitSpec("comp", "train", 240, 2),
+    "syst": SplitSpec("syst", "train", 240, 3),
+    "style": SplitSpec("val", "heldout", 240, 4),
+    "style_comp": SplitSpec("comp", "heldout", 240, 5),
+    "style_syst": SplitSpec("syst", "heldout", 240, 6),
+    "style_train": SplitSpec("train", "heldout", 450, 7),
 }
 TEST_SPLITS = ("comp", "syst", "style", "style_comp", "style_syst")
 SUITE_RATE_HZ = 5.0  # the suite's camera rate: half the recorder's default, half the rendering
@@ -101,7 +101,7 @@ def record_suite(data: Path, names: tuple[str, ...] = tuple(SUITE), workers: int
             cmd = [sys.executable, "-m", "cde_ros.cli", "record-sim", str(out), "--split", spec.split, "--style",
                    spec.style, "--episodes", str(n), "--first-episode", str(first), "--seed", str(spec.seed),
                    "--rate", str(SUITE_RATE_HZ), "--image", "compressed", "--width", str(size[0]), "--height",
-                   str(size[1]), "--quiet"] + (["--camera", camera] if camera else [])
+                   str(size[1]), "--around-event-only", "--quiet"] + (["--camera", camera] if camera else [])
             running.append((subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env),
                             out))
         time.sleep(1.0)
@@ -315,6 +315,8 @@ def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, 
     if any("replay" in s for s in starts):
         source = read_split(data, "train", pre, pairing, cache_dir, log)
         source.envs = ["shipped model's cells"] * len(source)
+        # the replay keeps to the new cell's label set, so every start learns the same labels
+        source = source.subset(np.flatnonzero(np.isin(source.actions, sorted(set(pool.actions)))))
     tests = {name: read_split(data, name, pre, pairing, cache_dir, log) for name in ("style_comp", "style_syst")}
     labels = [a for a in ACTIONS if a in set(pool.actions)]
     out.mkdir(parents=True, exist_ok=True)
