@@ -355,9 +355,16 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         from .core.paths import shipped_model_dir
         from .training.simbench import few_shot
 
+        from .training.simbench import FEW_SHOT_STARTS
+
         init = Path(args.init) if args.init else shipped_model_dir()
+        if any(k < 1 for k in args.shots):
+            _fail(f"--shots must be at least 1 episode per action, got {args.shots}")
+        bad = sorted(set(args.starts) - set(FEW_SHOT_STARTS))
+        if bad:
+            _fail(f"unknown --starts {bad}; choose from {', '.join(FEW_SHOT_STARTS)}")
         few_shot(Path(args.few_shot), init, Path(args.out), load_config(args.config) if args.config else None,
-                 cache_dir=cache, log=_log)
+                 ks=tuple(args.shots), seeds=tuple(args.seeds), starts=tuple(args.starts), cache_dir=cache, log=_log)
         return 0
     if args.sim:
         from .training.simbench import evaluate_model_on_suite
@@ -570,6 +577,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the data-efficiency benchmark on the suite's held-out scene style: k = 5, 10, 30 episodes "
                          "per action, 3 seeds, from scratch and from --init")
     sp.add_argument("--init", metavar="MODEL_DIR", help="with --few-shot: the model to start from (default: shipped)")
+    sp.add_argument("--shots", type=int, nargs="+", default=[5, 10, 30],
+                    help="with --few-shot: labelled episodes per action (simbench.FEW_SHOT_KS)")
+    sp.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="with --few-shot: seeds (draws of episodes)")
+    sp.add_argument("--starts", nargs="+", default=["scratch", "init", "init+replay", "init+replay+env"],
+                    help="with --few-shot: which starts to train (simbench.FEW_SHOT_STARTS)")
     sp.add_argument("--config", help="with --few-shot: the training YAML of both starts (default: built-in defaults)")
     sp.add_argument("--no-cache", action="store_true", help="neither read nor write the pair cache")
     sp.add_argument("--quiet", action="store_true")
