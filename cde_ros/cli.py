@@ -47,7 +47,11 @@ def cmd_record_sim(args: argparse.Namespace) -> int:
             _fail(f"--workers must be at least 1, got {args.workers}")
         if not 0 < args.scale <= 10:
             _fail(f"--scale must be within (0, 10], got {args.scale}")
-        record_suite(Path(args.out_bag), tuple(args.splits or SUITE), workers=args.workers, scale=args.scale, log=_log)
+        try:
+            record_suite(Path(args.out_bag), tuple(args.splits or SUITE), workers=args.workers, scale=args.scale,
+                         log=_log)
+        except (RuntimeError, ValueError) as exc:
+            _fail(str(exc))
         return 0
     cfg = SimRecordConfig(episodes=args.episodes, split=args.split, style=args.style, seed=args.seed,
                           none_fraction=args.none_fraction, storage=args.storage, image_format=args.image,
@@ -364,7 +368,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         if bad:
             _fail(f"unknown --starts {bad}; choose from {', '.join(FEW_SHOT_STARTS)}")
         few_shot(Path(args.few_shot), init, Path(args.out), load_config(args.config) if args.config else None,
-                 ks=tuple(args.shots), seeds=tuple(args.seeds), starts=tuple(args.starts), cache_dir=cache, log=_log)
+                 ks=tuple(args.shots), seeds=tuple(range(args.seeds or 3)), starts=tuple(args.starts),
+                 cache_dir=cache, log=_log)
         return 0
     if args.sim:
         from .training.simbench import evaluate_model_on_suite
@@ -562,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("benchmark", help="OOD benchmark: baseline vs delta variants on synthetic scenes")
     sp.add_argument("--out", default="benchmarks/results")
     sp.add_argument("--quick", action="store_true", help="tiny settings (minutes), for a smoke run")
-    sp.add_argument("--seeds", type=int, help="number of seeds")
+    sp.add_argument("--seeds", type=int, help="number of seeds (with --few-shot: draws of episodes, default 3)")
     sp.add_argument("--variants", nargs="+")
     sp.add_argument("--scenes", nargs="+", choices=["single", "cluttered"])
     _add_randomisation_args(sp)
@@ -579,7 +584,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--init", metavar="MODEL_DIR", help="with --few-shot: the model to start from (default: shipped)")
     sp.add_argument("--shots", type=int, nargs="+", default=[5, 10, 30],
                     help="with --few-shot: labelled episodes per action (simbench.FEW_SHOT_KS)")
-    sp.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="with --few-shot: seeds (draws of episodes)")
     sp.add_argument("--starts", nargs="+", default=["scratch", "init", "init+replay", "init+replay+env"],
                     help="with --few-shot: which starts to train (simbench.FEW_SHOT_STARTS)")
     sp.add_argument("--config", help="with --few-shot: the training YAML of both starts (default: built-in defaults)")
