@@ -578,3 +578,32 @@ def test_a_burst_of_events_is_answered_in_full(harness_factory, tiny_model):
     assert h.listener.wait_for([f"b{k}" for k in range(200)], 60), f"{len(h.listener.results)} of 200 answered"
     assert all(h.listener.answers[f"b{k}"] == 1 for k in range(200))
     assert h.node.counters["events_lost"] == 0
+
+
+def test_diagnostics_count_frames_that_never_arrived_and_events_without_a_pair(harness_factory, tiny_model):
+    """A 10 Hz camera of which only every third frame arrives, then an event whose after frame
+    never comes: /diagnostics reports the missing frames and the unpaired event, at ERROR while
+    two thirds of the frames are missing, not OK."""
+    h = harness_factory({"model_dir": str(tiny_model), "device": "cpu", "expected_frame_rate": 10.0,
+                         "diagnostics_period": 0.5, "after_wait": 0.2})
+    for i in range(0, 90, 3):  # stamps 0.3 s apart: two of every three frames lost
+        h.frame(int((5.0 + i * 0.1) * S))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not any(
+            kv.key == "frames_missing" and int(kv.value) >= 50 for d in h.diagnostics for kv in d.status[0].values):
+        time.sleep(0.05)
+    values = {kv.key: kv.value for kv in h.diagnostics[-1].status[0].values}
+    assert int(values["frames_missing"]) == 58  # 29 gaps of 3 periods: 2 each
+    lossy = [d.status[0] for d in h.diagnostics if "did not arrive" in d.status[0].message]
+    assert lossy and lossy[0].level == lossy[0].ERROR and "received" in lossy[0].message
+    h.event("start", "no-after", int(14.5 * S), "open")
+    h.event("end", "no-after", int(14.9 * S), "open")
+    h.frame(int(14.9 * S))
+    h.frame(int(30.0 * S))  # the data clock passes end + post_settle + after_wait: no after frame in time
+    r = h.result("no-after")
+    assert r["status"] != "ok"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not any("without a pair" in d.status[0].message for d in h.diagnostics):
+        time.sleep(0.05)
+    unpaired = [d.status[0] for d in h.diagnostics if "without a pair" in d.status[0].message]
+    assert unpaired and unpaired[0].level >= unpaired[0].WARN and r["status"] in unpaired[0].message

@@ -253,3 +253,20 @@ def test_property_every_event_id_gets_exactly_one_answer_and_memory_stays_bounde
         assert all(n == 1 for n in answers.values()), (trial, {k: n for k, n in answers.items() if n != 1})
         assert set(answers) == seen, (trial, seen - set(answers))
         assert p.open_events == 0 and len(p._answered) <= 10_000
+
+
+def test_frame_gaps_count_missing_frames_with_and_without_the_camera_rate():
+    from cde_ros.core.stamps import FrameGaps
+
+    ms = 10**6
+    estimated, known = FrameGaps(), FrameGaps(expected_rate_hz=30.0)
+    sent = [i * 33 * ms for i in range(300)]
+    arrived = [t for i, t in enumerate(sent) if i % 10 != 5]  # every tenth frame lost
+    for t in arrived:
+        estimated.observe(t)
+        known.observe(t)
+    assert known.missing == 30 and known.received == 270
+    assert 25 <= estimated.missing <= 30  # the first 20 intervals teach it the period
+    assert known.take() == (270, 30) and known.take() == (0, 0)
+    known.observe(0)  # a replay restarting: stamps going back are not a gap
+    assert known.missing == 30

@@ -40,3 +40,52 @@ def parse_dict(value: Any) -> int:
 
 def seconds(ns: int) -> float:
     return ns / NS_PER_S
+
+
+class FrameGaps:
+    """Frames a camera sent that never arrived, estimated from the gaps between header stamps.
+
+    The camera's period is `expected_rate_hz` when it is known; else it is estimated as the 10th
+    percentile of the last 200 stamp intervals (right while most frames still arrive; with a heavy
+    loss the estimate itself is too long, so give the rate). A gap of more than 1.5 periods
+    counts `round(gap / period) - 1` missing frames. Stamps that go back (a replay restarted, a
+    clock jump) are not gaps. `take()` gives (received, missing) since the last call."""
+
+    def __init__(self, expected_rate_hz: float = 0.0, min_intervals: int = 20) -> None:
+        self.expected_rate_hz = float(expected_rate_hz)
+        self.min_intervals = min_intervals
+        self._intervals: list[int] = []
+        self._last: int | None = None
+        self.received = 0
+        self.missing = 0
+        self._taken = (0, 0)
+
+    def period_ns(self) -> float | None:
+        if self.expected_rate_hz > 0:
+            return NS_PER_S / self.expected_rate_hz
+        if len(self._intervals) < self.min_intervals:
+            return None
+        return float(sorted(self._intervals)[len(self._intervals) // 10])
+
+    def observe(self, stamp_ns: int) -> int:
+        """One frame arrived; returns the frames estimated missing right before it."""
+        self.received += 1
+        last, self._last = self._last, int(stamp_ns)
+        if last is None or stamp_ns <= last:
+            return 0
+        gap = int(stamp_ns) - last
+        period = self.period_ns()
+        self._intervals.append(gap)
+        if len(self._intervals) > 200:
+            del self._intervals[0]
+        if period is None or gap <= 1.5 * period:
+            return 0
+        missed = max(0, int(round(gap / period)) - 1)
+        self.missing += missed
+        return missed
+
+    def take(self) -> tuple[int, int]:
+        now = (self.received, self.missing)
+        got = (now[0] - self._taken[0], now[1] - self._taken[1])
+        self._taken = now
+        return got

@@ -37,7 +37,8 @@ class PairingConfig:
     pre_offset_s: float = 0.1
     post_settle_s: float = 0.3
     max_event_duration_s: float = 30.0
-    # how long after `end + post_settle` to wait for an after frame before giving up
+    # how long after `end + post_settle` to wait for an after frame before giving up (a frame
+    # stamped later than that is not taken either: no_after_frame)
     after_wait_s: float = 2.0
     max_open_events: int = 32
     # the before frame may be at most this much older than start - pre_offset (a silent camera)
@@ -278,6 +279,11 @@ class EventPairer:
                 return []
             return [self._fail(ev, "no_after_frame",
                                f"no frame at or after {stamps.seconds(ev.end_ns + self._post):.3f} s arrived")]
+        late = after.stamp_ns - (ev.end_ns + self._post)
+        if late > self.cfg.after_wait_s * NS:  # the camera was silent: that frame shows a later scene
+            return [self._fail(ev, "no_after_frame",
+                               f"the first frame after {stamps.seconds(ev.end_ns + self._post):.3f} s came "
+                               f"{stamps.seconds(late):.1f} s later, more than after_wait {self.cfg.after_wait_s:g} s")]
         del self._open[ev.event_id]
         self.stats.pairs += 1
         self._remember(ev.event_id)

@@ -83,7 +83,8 @@ PARAMS: dict[str, _Param] = {
     "pre_offset": _Param(0.1, "Before frame: newest frame with stamp <= start - pre_offset (s).", range=(0.0, 60.0)),
     "post_settle": _Param(0.3, "After frame: oldest frame with stamp >= end + post_settle (s).", range=(0.0, 60.0)),
     "max_event_duration": _Param(30.0, "A start without an end for this long times out (s).", range=(0.1, 3600.0)),
-    "after_wait": _Param(2.0, "Give up waiting for the after frame this long after end + post_settle (s).",
+    "after_wait": _Param(2.0, "Give up waiting for the after frame this long after end + post_settle (s); a frame "
+                         "stamped later is not taken either (no_after_frame).",
                          range=(0.0, 600.0)),
     "max_before_age": _Param(2.0, "The before frame may be at most this much older than start - pre_offset; else "
                              "no_before_frame (the camera was silent) (s).", range=(0.01, 600.0)),
@@ -97,6 +98,8 @@ PARAMS: dict[str, _Param] = {
                               "chosen on validation pairs and stored in model.json.", range=(-1.0, 3.0)),
     "confidence_threshold": _Param(0.0, "Below this confidence the action is reported as 'unknown'.",
                                    read_only=False, range=(0.0, 1.0)),
+    "expected_frame_rate": _Param(0.0, "The camera's frame rate (Hz) to count frames that never arrived against; 0: "
+                                  "estimated from the stamp gaps (too low under heavy loss).", range=(0.0, 1000.0)),
     "diagnostics_period": _Param(1.0, "Seconds between /diagnostics messages.", range=(0.05, 60.0)),
     "autostart": _Param(True, "Configure and activate on start-up (set false when a lifecycle manager does it)."),
 }
@@ -172,6 +175,9 @@ class PerceptionNode(LifecycleNode):
         self.counters = {"frames": 0, "events": 0, "bad_events": 0, "results": 0, "dropped_events": 0,
                          "bad_images": 0, "befores_not_precomputed": 0, "events_lost": 0}
         self._rate_window: deque[float] = deque(maxlen=200)
+        self._gaps = stamps.FrameGaps()
+        self._unanswered: dict[str, int] = {}  # events answered without a classification, by status
+        self._unanswered_seen: dict[str, int] = {}  # ... as of the last diagnostics message
         self._cb_sensor = MutuallyExclusiveCallbackGroup()
         self._cb_events = MutuallyExclusiveCallbackGroup()
         self._cb_timers = MutuallyExclusiveCallbackGroup()
@@ -245,6 +251,7 @@ class PerceptionNode(LifecycleNode):
                                       max_frames=self._p("buffer_max_frames"),
                                       max_bytes=int(self._p("buffer_max_mb") * 1024 * 1024))
         self._pairer = EventPairer(self._pairing, self._buffer)
+        self._gaps = stamps.FrameGaps(self._p("expected_frame_rate"))
         self._queue = queue.Queue(maxsize=self._p("max_queue"))
         if self._param_error:
             self._predictor, self._model_error = None, f"invalid parameters: {self._param_error}"
@@ -395,6 +402,7 @@ class PerceptionNode(LifecycleNode):
             return
         self.counters["frames"] += 1
         self._rate_window.append(time.monotonic())
+        self._gaps.observe(frame.stamp_ns)
         with self._lock:
             if self._pairer is None:
                 return
@@ -464,7 +472,6 @@ class PerceptionNode(LifecycleNode):
                     self.counters["befores_not_precomputed"] += 1
                     continue
                 self._befores.pop(o.event_id, None)  # its answer is given here: nothing of it is kept
-                self.counters["dropped_events"] += 1
                 self._publish_result(Outcome("error", o.event_id, "dropped",
                                              f"inference queue full ({self._queue.maxsize} jobs waiting)",
                                              o.expected_action, o.start_ns, o.end_ns, o.before, o.after), None)
@@ -556,6 +563,10 @@ class PerceptionNode(LifecycleNode):
             self._pub_delta.publish(conversions.delta_image_msg(pred.delta, pred.topk_delta, o.after.stamp_ns, frame_id))
         self._pub_action.publish(conversions.json_string(payload))
         self.counters["results"] += 1
+        if pred is None:
+            self._unanswered[o.status] = self._unanswered.get(o.status, 0) + 1
+            if o.status == "dropped":  # the pairer's storm guard or a full inference queue
+                self.counters["dropped_events"] += 1
         if job is not None and pred is not None:
             self._latency.add(latency)
 
@@ -565,11 +576,31 @@ class PerceptionNode(LifecycleNode):
         st.hardware_id = str(self._predictor.device) if self._predictor is not None else "none"
         if self._predictor is None:
             st.level, st.message = DiagnosticStatus.ERROR, f"no model: {self._model_error}"[:500]
-        elif self.counters["dropped_events"] or self.counters["events_lost"]:
-            st.level, st.message = DiagnosticStatus.WARN, (f"{self.counters['dropped_events']} events dropped, "
-                                                           f"{self.counters['events_lost']} event messages lost")
         else:
-            st.level, st.message = DiagnosticStatus.OK, "ok"
+            # frames: received against the camera's sequence in the last period; events: every
+            # cause of an event answered without a classification
+            received, missing = self._gaps.take()
+            share = received / (received + missing) if received + missing else 1.0
+            problems = []
+            if missing:
+                problems.append(f"{missing} of {received + missing} camera frames did not arrive ({share:.0%} received)")
+            if self.counters["dropped_events"] or self.counters["events_lost"]:
+                problems.append(f"{self.counters['dropped_events']} events dropped, "
+                                f"{self.counters['events_lost']} event messages lost")
+            recent = {k: v - self._unanswered_seen.get(k, 0) for k, v in self._unanswered.items()
+                      if k not in ("dropped", "bad_event") and v > self._unanswered_seen.get(k, 0)}
+            self._unanswered_seen = dict(self._unanswered)
+            if recent:
+                problems.append(f"{sum(recent.values())} events without a pair in the last period ("
+                                + ", ".join(f"{k} {v}" for k, v in sorted(recent.items())) + ")")
+            if share < 0.5:
+                st.level = DiagnosticStatus.ERROR
+            elif problems:
+                st.level = DiagnosticStatus.WARN
+            else:
+                st.level = DiagnosticStatus.OK
+            st.message = ("; ".join(problems) or "ok")[:500]
+            self._last_frame_share = share
         now = time.monotonic()
         recent = [t for t in self._rate_window if now - t < 5.0]
         rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
@@ -582,6 +613,9 @@ class PerceptionNode(LifecycleNode):
         values = {
             **{k: v for k, v in self.counters.items()},
             "frame_rate_hz": round(rate, 2),
+            "frames_missing": self._gaps.missing,
+            "frames_received_share_last_period": round(getattr(self, "_last_frame_share", 1.0), 4),
+            **{f"unanswered_{k}": v for k, v in sorted(self._unanswered.items())},
             "buffer_frames": len(buf) if buf is not None else 0,
             "buffer_mb": round(buf.nbytes / 2**20, 2) if buf is not None else 0,
             "frames_evicted": buf.stats.evicted if buf is not None else 0,
