@@ -1,5 +1,6 @@
 """Real rosbag2 files (MCAP and sqlite3): record -> train -> eval, and bad recordings."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -159,7 +160,7 @@ def test_bad_recordings_are_named_and_what_can_be_used_is_used(tmp_path):
     assert by["resized"].pairs == 1 and any("size changed from 16x16 to 20x24" in p for p in by["resized"].problems)
     # a recorder that died: the MCAP has no footer; the complete records before the cut are used
     assert by["trunc"].pairs == 1 and any("cannot be opened normally" in p for p in by["trunc"].problems)
-    assert any("damaged or truncated" in p for p in by["trunc"].problems)
+    assert any("is damaged" in p and "unreadable" in p for p in by["trunc"].problems)
     assert "cannot be opened" in by["junk"].problems[0]
     assert all(str(tmp_path) in p for r in reports for p in r.problems)  # every message names its bag
     assert len(pairs) == by["mixed"].pairs + by["resized"].pairs + by["trunc"].pairs
@@ -241,3 +242,66 @@ def test_record_synthetic_refuses_bad_rates_and_counts_before_writing(tmp_path):
         proc = run_cli("record-synthetic", str(tmp_path / "bag"), *args, "--quiet", check=False)
         assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
         assert not (tmp_path / "bag").exists()  # nothing left behind to block a retry
+
+
+def _storage_file(bag):
+    return next(p for p in bag.iterdir() if p.suffix in (".mcap", ".db3"))
+
+
+def _chunk_offsets(data: bytes) -> list[int]:
+    import struct
+
+    p, out = 8, []
+    while p + 9 <= len(data):
+        op, length = data[p], struct.unpack_from("<Q", data, p + 1)[0]
+        if op == 0x06:
+            out.append(p)
+        if op == 0x0F:  # data end: the summary follows
+            break
+        p += 9 + length
+    return out
+
+
+def test_damaged_bags_keep_every_intact_record_and_say_how_much_was_lost(tmp_path):
+    """sqlite3 cut at 90 % (SQLite refuses the file whole) or with a damaged page; MCAP without
+    its footer and with a damaged chunk before the cut: the records around the damage are used."""
+    img = lambda v: np.full((120, 160, 3), v, np.uint8)  # noqa: E731
+    frames = [(t * S // 10, img(t)) for t in range(1, 100)]
+    events = []
+    for k in range(4):  # events at 1-2 s, 3-4 s, 5-6 s, 7-8 s
+        a = (1 + 2 * k) * S
+        events += [(a, _ev("start", f"e{k}", a, "open")), (a + S, _ev("end", f"e{k}", a + S))]
+    for storage in ("sqlite3", "mcap"):
+        _write_bag(tmp_path / storage, frames=frames, events=events, storage=storage)
+    data = _storage_file(tmp_path / "sqlite3").read_bytes()
+    import shutil
+
+    for name, cut in (("sqlite3_cut", lambda d: d[: int(len(d) * 0.9)]),
+                      ("sqlite3_page", lambda d: d[: len(d) // 2] + bytes(4096) + d[len(d) // 2 + 4096:])):
+        shutil.copytree(tmp_path / "sqlite3", tmp_path / name)
+        _storage_file(tmp_path / name).write_bytes(cut(data))
+    data = _storage_file(tmp_path / "mcap").read_bytes()
+    chunks = _chunk_offsets(data)
+    assert len(chunks) >= 4
+    damaged = bytearray(data[: int(len(data) * 0.9)])  # no footer: a recorder that died
+    damaged[chunks[1]: chunks[1] + 64] = bytes(64)  # and the second chunk's header wiped
+    shutil.copytree(tmp_path / "mcap", tmp_path / "mcap_damaged")
+    _storage_file(tmp_path / "mcap_damaged").write_bytes(bytes(damaged))
+
+    names = ("sqlite3", "sqlite3_cut", "sqlite3_page", "mcap", "mcap_damaged")
+    pairs, reports = read_pairs([tmp_path / n for n in names], Preprocessing(16), PairingConfig(), progress=False,
+                                log=lambda m: None)
+    by = {r.bag.split("/")[-1]: r for r in reports}
+    assert by["sqlite3"].pairs == by["mcap"].pairs == 4 and not by["sqlite3"].problems and not by["mcap"].problems
+    # the cut sqlite3 file: every event still pairs (the last 10 % held frames after the last event)
+    assert by["sqlite3_cut"].pairs == 4
+    assert any("cut short" in p for p in by["sqlite3_cut"].problems)
+    assert any(re.search(r"\d+ of 107 message rows \(\d+\.\d%\) cannot be read", p) for p in by["sqlite3_cut"].problems)
+    assert by["sqlite3_page"].pairs >= 3 and any("cannot be read" in p for p in by["sqlite3_page"].problems)
+    # MCAP: the chunks after the damaged one are read (before: reading stopped at the damage)
+    # (chunks of ~1 MB hold 19 frames: chunk 0 to 1.9 s, the wiped chunk 1 to 3.8 s, chunks 2 and 3
+    # to 7.6 s, the cut from 7.6 s; event e2 (5-6 s) pairs from frames after the damage)
+    assert by["mcap_damaged"].frames > 40 and by["mcap_damaged"].pairs == 1, by["mcap_damaged"]
+    # the wiped chunk and the cut
+    assert any(re.search(r"2 damaged region\(s\), \d+ of \d+ bytes", p) for p in by["mcap_damaged"].problems)
+    assert len(pairs) == sum(r.pairs for r in reports)

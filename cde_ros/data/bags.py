@@ -233,54 +233,53 @@ def _open_reader(bag: Path):
 SALVAGE_PEEK_BYTES = 256 * 2**20
 
 
-def _salvage_mcap(bag: Path, wanted: tuple[str, ...], report: BagReport, why: Exception):
-    """A truncated MCAP (a recorder that died has no footer): read records in order until the
-    damage. Returns (topics, message iterator) or raises BagError when there is nothing to read."""
-    from mcap.records import Channel, Message, Schema
-    from mcap.stream_reader import StreamReader
+def _salvage(bag: Path, wanted: tuple[str, ...], report: BagReport, why: Exception | None,
+             after: tuple[int, set] | None = None):
+    """What is left of a bag the normal reader cannot open or read to the end (`salvage`): returns
+    (topics, {}, message iterator) or raises BagError when there is nothing to read. `after`:
+    (log_ns, ids seen at it): messages up to there were read already."""
+    from .salvage import mcap_messages, sqlite_messages
 
-    files = [bag] if bag.suffix == ".mcap" else sorted(bag.glob("*.mcap"))
-    if not files:
+    mcaps = [bag] if bag.suffix == ".mcap" else sorted(bag.glob("*.mcap"))
+    dbs = [bag] if bag.suffix == ".db3" else sorted(bag.glob("*.db3"))
+    if not mcaps and not dbs:
         raise BagError(f"bag {bag}: cannot be opened: {why}") from None
-    schemas: dict[int, str] = {}
-    channels: dict[int, tuple[str, str]] = {}
-    messages: list[tuple[str, str, int, bytes]] = []
+    label = f"bag {bag}"
+    if why is not None:
+        report.problems.append(f"{label}: cannot be opened normally ({type(why).__name__}: {why}); reading what "
+                               "is left of its storage")
+    topics: dict[str, str] = {}
+    if dbs:
+        parts = []
+        for db in dbs:
+            t, it = sqlite_messages(db, report.problems, label)
+            topics.update(t)
+            parts.append(it)
+        source = (m for it in parts for m in it)
+    else:
+        source = (m for f in mcaps for m in mcap_messages(f, report.problems, label, topics))
 
-    def records():
-        for f in files:
-            with open(f, "rb") as fh:
-                try:
-                    for rec in StreamReader(fh, emit_chunks=False).records:
-                        yield rec
-                except Exception as exc:  # noqa: BLE001  end of the readable part
-                    report.problems.append(f"bag {bag}: {f.name} is damaged or truncated ({type(exc).__name__}: "
-                                           f"{exc}); the messages before the damage are used")
+    def fresh():
+        for m in source:
+            if m[0] not in wanted:
+                continue
+            if after is not None and (m[2] < after[0] or (m[2] == after[0] and (m[0], m[3][:64]) in after[1])):
+                continue
+            yield m
 
-    def gen():
-        for rec in records():
-            if isinstance(rec, Schema):
-                schemas[rec.id] = rec.name
-            elif isinstance(rec, Channel):
-                channels[rec.id] = (rec.topic, schemas.get(rec.schema_id, ""))
-            elif isinstance(rec, Message) and rec.channel_id in channels:
-                topic, msgtype = channels[rec.channel_id]
-                yield topic, msgtype, rec.log_time, rec.data
-
-    # topics are only known once their Channel records are read: read ahead (keeping the wanted
-    # topics' messages, at most SALVAGE_PEEK_BYTES of them) until every wanted channel is known
-    it = gen()
-    held = 0
-    for item in it:
-        if item[0] in wanted:
-            messages.append(item)
-            held += len(item[3])
-        if set(wanted) <= {t for t, _ in channels.values()} or held > SALVAGE_PEEK_BYTES:
-            break
-    report.problems.append(f"bag {bag}: cannot be opened normally ({why}); reading the MCAP records in order")
-    topics = {t: ty for t, ty in channels.values()}
+    it = fresh()
+    held: list = []
+    if not dbs:  # MCAP channels are known once read: read ahead (at most SALVAGE_PEEK_BYTES of messages)
+        size = 0
+        while not set(wanted) <= set(topics) and size <= SALVAGE_PEEK_BYTES:
+            m = next(it, None)
+            if m is None:
+                break
+            held.append(m)
+            size += len(m[3])
 
     def chained():
-        yield from messages
+        yield from held
         yield from it
     return topics, {}, chained()
 
@@ -293,20 +292,33 @@ def _bag_messages(bag: Path, wanted: tuple[str, ...], report: BagReport):
     except BagError:
         raise
     except Exception as exc:  # rosbags raises several types for unreadable bags
-        return _salvage_mcap(bag, wanted, report, exc)
+        return _salvage(bag, wanted, report, exc)
     topics = {c.topic: c.msgtype for c in reader.connections}
     conns = [c for c in reader.connections if c.topic in wanted]
     counts = {t: sum(c.msgcount for c in reader.connections if c.topic == t) for t in wanted}
 
     def gen():
+        last, seen = -1, set()
         try:
             for conn, log_ns, raw in reader.messages(connections=conns):
+                if log_ns != last:
+                    last, seen = log_ns, set()
+                seen.add((conn.topic, bytes(raw[:64])))
                 yield conn.topic, conn.msgtype, log_ns, raw
         except Exception as exc:  # noqa: BLE001  damaged storage part way through
-            report.problems.append(f"bag {bag}: reading stopped at a damaged part, the messages before it are "
-                                   f"used: {type(exc).__name__}: {exc}")
+            damaged = exc
+        else:
+            damaged = None
         finally:
             reader.close()
+        if damaged is not None:
+            report.problems.append(f"bag {bag}: the normal reader stopped at a damaged part "
+                                   f"({type(damaged).__name__}: {damaged}); the rest is read record by record")
+            try:
+                _, _, rest = _salvage(bag, wanted, report, None, after=(last, seen))
+            except BagError:
+                return
+            yield from rest
     return topics, counts, gen()
 
 
