@@ -607,3 +607,29 @@ def test_diagnostics_count_frames_that_never_arrived_and_events_without_a_pair(h
         time.sleep(0.05)
     unpaired = [d.status[0] for d in h.diagnostics if "without a pair" in d.status[0].message]
     assert unpaired and unpaired[0].level >= unpaired[0].WARN and r["status"] in unpaired[0].message
+
+
+def test_the_header_is_read_from_serialized_bytes_as_rclpy_writes_them():
+    from rclpy.serialization import serialize_message
+
+    for frame_id in ("", "c", "camera_color_optical_frame", "ü" * 7):
+        msg = conversions.rgb_to_image_msg(np.zeros((4, 6, 3), np.uint8), 1_234 * S + 567_890_123, frame_id)
+        data = serialize_message(msg)
+        assert conversions.header_of_cdr(data) == (1_234 * S + 567_890_123, frame_id)
+        frame = conversions.frame_from_serialized(data, Image)
+        assert (conversions.decode(frame.payload) == 0).all() and frame.nbytes == len(data)
+    for junk in (b"", b"\x00\x01\x00\x00" + b"\xff" * 12, b"\x01" * 40):
+        with pytest.raises(ValueError):
+            conversions.header_of_cdr(junk)
+    damaged = conversions.SerializedImage(serialize_message(msg)[:20], Image)
+    with pytest.raises(images.ImageError, match="could not be deserialized"):
+        conversions.decode(damaged)
+
+
+@pytest.mark.parametrize("raw", [True, False])
+def test_both_ingest_paths_pair_the_same_frames(harness_factory, tiny_model, raw):
+    h = harness_factory({"model_dir": str(tiny_model), "device": "cpu", "raw_ingest": raw})
+    frames_and_event(h, f"ingest-{raw}", 10.0)
+    r = h.result(f"ingest-{raw}")
+    assert r["status"] == "ok" and r["before_stamp"] == {"sec": 10, "nanosec": 900_000_000}
+    assert r["after_stamp"] == {"sec": 11, "nanosec": 800_000_000} and r["frame_id"] == "test_cam"

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import struct
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,8 +38,47 @@ def frame_from_msg(msg: Image | CompressedImage) -> Frame:
     return Frame(stamp_ns(msg.header.stamp), msg, msg.header.frame_id, len(msg.data))
 
 
-def decode(msg: Image | CompressedImage) -> np.ndarray:
+@dataclass(frozen=True)
+class SerializedImage:
+    """An image message as it came off the wire (CDR bytes, a raw subscription): only its header
+    is read on arrival; it is deserialized when an event picks it."""
+
+    data: bytes
+    msg_type: type
+
+    def deserialize(self) -> Image | CompressedImage:
+        from rclpy.serialization import deserialize_message
+
+        return deserialize_message(self.data, self.msg_type)
+
+
+def header_of_cdr(data: bytes) -> tuple[int, str]:
+    """(header.stamp in ns, header.frame_id) of a serialized message whose first field is a
+    std_msgs/Header (Image, CompressedImage), read from the CDR bytes without deserializing.
+    Raises ValueError when the bytes cannot hold such a header."""
+    if len(data) < 16 or data[0] != 0:
+        raise ValueError(f"not a CDR-serialized message ({len(data)} bytes)")
+    order = "<" if data[1] & 1 else ">"  # encapsulation: 0x0001 little endian, 0x0000 big endian
+    sec, nanosec, n = struct.unpack_from(order + "iII", data, 4)
+    if nanosec >= stamps.NS_PER_S or n > 4096 or 16 + n > len(data):
+        raise ValueError("the message does not start with a valid std_msgs/Header")
+    frame_id = bytes(data[16:16 + n]).rstrip(b"\x00").decode("utf-8", "replace")
+    return stamps.to_ns(sec, nanosec), frame_id
+
+
+def frame_from_serialized(data: bytes, msg_type: type) -> Frame:
+    """A frame from a raw subscription: stamp and frame id read from the bytes, nothing decoded."""
+    stamp, frame_id = header_of_cdr(data)
+    return Frame(stamp, SerializedImage(data, msg_type), frame_id, len(data))
+
+
+def decode(msg: Image | CompressedImage | SerializedImage) -> np.ndarray:
     """An image message -> HxWx3 uint8 RGB. Raises images.ImageError with the reason."""
+    if isinstance(msg, SerializedImage):
+        try:
+            msg = msg.deserialize()
+        except Exception as exc:  # noqa: BLE001  damaged bytes on the wire
+            raise images.ImageError(f"the image message could not be deserialized: {exc}") from None
     if _BRIDGE is not None and isinstance(msg, Image) and msg.encoding.lower() in images.SUPPORTED_ENCODINGS:
         try:
             return np.ascontiguousarray(_BRIDGE.imgmsg_to_cv2(msg, desired_encoding="rgb8"))

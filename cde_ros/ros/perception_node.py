@@ -66,6 +66,8 @@ PARAMS: dict[str, _Param] = {
     "image_qos_reliability": _Param("best_effort", "Camera subscription reliability (sensor-data QoS by default).",
                                     choices=("best_effort", "reliable")),
     "image_qos_depth": _Param(5, "Camera subscription queue depth.", range=(1, 1000)),
+    "raw_ingest": _Param(True, "Subscribe to the camera serialized: only the header stamp is read on arrival and only "
+                         "the frames an event picks are deserialized (false: rclpy deserializes every frame)."),
     "event_topic": _Param("cde/event", "Manipulation events (std_msgs/String, JSON), in the node's namespace."),
     "action_topic": _Param("cde/action", "Results (std_msgs/String, JSON), one per event, in the node's namespace."),
     "delta_topic": _Param("cde/delta", "Delta embeddings (sensor_msgs/Image, 32FC1), in the node's namespace."),
@@ -290,9 +292,10 @@ class PerceptionNode(LifecycleNode):
             reliability=(ReliabilityPolicy.RELIABLE if self._p("image_qos_reliability") == "reliable"
                          else qos_profile_sensor_data.reliability))
         msg_type = CompressedImage if self._p("image_transport") == "compressed" else Image
+        self._image_type = msg_type
         self._subs = [
             self.create_subscription(msg_type, self._image_topic(), self._on_image, image_qos,
-                                     callback_group=self._cb_sensor),
+                                     callback_group=self._cb_sensor, raw=bool(self._p("raw_ingest"))),
             # a deep reliable queue: a planner's burst of events (hundreds back to back) is kept;
             # what the middleware still reports lost is counted (diagnostics: events_lost)
             self.create_subscription(String, self._p("event_topic"), self._on_event,
@@ -393,10 +396,13 @@ class PerceptionNode(LifecycleNode):
         else:
             self._data_clock = (self._data_clock[0], time.monotonic())  # data still flows
 
-    def _on_image(self, msg: Image | CompressedImage) -> None:
+    def _on_image(self, msg: Image | CompressedImage | bytes) -> None:
         t0 = time.thread_time_ns()
         try:
-            frame = conversions.frame_from_msg(msg)
+            if isinstance(msg, bytes):  # raw_ingest: the serialized message
+                frame = conversions.frame_from_serialized(msg, self._image_type)
+            else:
+                frame = conversions.frame_from_msg(msg)
         except Exception as exc:  # noqa: BLE001  a message without a usable header
             self.get_logger().warning(f"image without a usable header ignored: {exc}", throttle_duration_sec=5.0)
             return
