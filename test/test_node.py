@@ -633,3 +633,6 @@ def test_both_ingest_paths_pair_the_same_frames(harness_factory, tiny_model, raw
     r = h.result(f"ingest-{raw}")
     assert r["status"] == "ok" and r["before_stamp"] == {"sec": 10, "nanosec": 900_000_000}
     assert r["after_stamp"] == {"sec": 11, "nanosec": 800_000_000} and r["frame_id"] == "test_cam"
+    t = r["timings_ms"]  # where the latency went
+    assert {"queue", "decode", "encode_after", "head"} <= set(t) and all(v >= 0 for v in t.values())
+    assert t["decode"] + t["encode_after"] + t["head"] <= r["latency_ms"] + 1.0

@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -145,6 +145,9 @@ class _Job:
     kind: str  # before | pair | error
     outcome: Outcome
     ready: float  # perf_counter when the outcome was produced
+    # where a pair's time went (ms): queue (waiting for the worker), decode, encode_after
+    # (registration included), head; filled by the worker
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class PerceptionNode(LifecycleNode):
@@ -520,12 +523,14 @@ class PerceptionNode(LifecycleNode):
             while len(self._befores) > self._p("max_open_events"):  # bounded whatever happens
                 self._befores.pop(next(iter(self._befores)))
             return
+        t_job = time.perf_counter()
         before = self._befores.pop(o.event_id, None)
         try:
             if before is None:
                 before = conversions.decode(o.before.payload)
                 self.counters["befores_not_precomputed"] += 1
             after = conversions.decode(o.after.payload)
+            t_decoded = time.perf_counter()
         except (ImageError, ValueError) as exc:
             self.counters["bad_images"] += 1
             self._publish_result(Outcome("error", o.event_id, "bad_image", str(exc), o.expected_action,
@@ -537,6 +542,10 @@ class PerceptionNode(LifecycleNode):
             self._publish_result(Outcome("error", o.event_id, "model_error", f"inference failed: {exc}",
                                          o.expected_action, o.start_ns, o.end_ns, o.before, o.after), job)
             return
+        job.timings = {"queue": (t_job - job.ready) * 1e3, "decode": (t_decoded - t_job) * 1e3,
+                       "encode_after": pred.timings_ms["encode_after_ms"], "head": pred.timings_ms["head_ms"]}
+        if isinstance(before, np.ndarray):  # not encoded at the start: its encoding is in this latency
+            job.timings["encode_before"] = pred.timings_ms["encode_before_ms"]
         self._publish_result(o, job, pred)
 
     # ------------------------------------------------------------------ outputs
@@ -565,6 +574,8 @@ class PerceptionNode(LifecycleNode):
         payload["model"] = self._predictor.model_id if self._predictor is not None else None
         latency = (time.perf_counter() - job.ready) * 1e3 if job is not None else 0.0
         payload["latency_ms"] = round(latency, 2)
+        if job is not None and job.timings:
+            payload["timings_ms"] = {k: round(v, 2) for k, v in job.timings.items()}
         if pred is not None and self._p("publish_delta") and o.after is not None:
             self._pub_delta.publish(conversions.delta_image_msg(pred.delta, pred.topk_delta, o.after.stamp_ns, frame_id))
         self._pub_action.publish(conversions.json_string(payload))
