@@ -636,3 +636,50 @@ def test_both_ingest_paths_pair_the_same_frames(harness_factory, tiny_model, raw
     t = r["timings_ms"]  # where the latency went
     assert {"queue", "decode", "encode_after", "head"} <= set(t) and all(v >= 0 for v in t.values())
     assert t["decode"] + t["encode_after"] + t["head"] <= r["latency_ms"] + 1.0
+
+
+def test_results_say_where_the_change_happened_and_the_heat_map_is_published(harness_factory, tiny_model):
+    h = harness_factory({"model_dir": str(tiny_model), "device": "cpu", "publish_change": True})
+    maps: list[Image] = []
+    h.io.create_subscription(Image, "/cde/change", maps.append, 10)
+    time.sleep(0.5)
+    rgb = lambda t: np.where(np.arange(32)[None, :, None] < 8 + 16 * (t > 11 * S), 200, 20).repeat(  # noqa: E731
+        24, 0).repeat(3, 2)
+    for i in range(30):
+        t = int((10.0 + i * 0.1) * S)
+        h.frame(t, rgb(t).astype(np.uint8))
+        if i == 12:
+            h.event("start", "where", int(11.0 * S), "open")
+        if i == 16:
+            h.event("end", "where", int(11.5 * S))
+    r = h.result("where")
+    region = r["change"]
+    assert region["grid"] == [4, 4] and len(region["patches"]) == 4
+    assert sum(p["share"] for p in region["patches"]) == pytest.approx(1.0, abs=1e-3)
+    for p in region["patches"]:
+        x, y, w, hh = p["box"]
+        assert 0 <= x and 0 <= y and x + w <= 32 and y + hh <= 24 and w == 8 and hh == 6
+    bx, by, bw, bh = region["bbox"]
+    assert all(bx <= p["box"][0] and p["box"][0] + p["box"][2] <= bx + bw for p in region["patches"])
+    deadline = time.monotonic() + 5
+    while not maps and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (m,) = maps
+    assert m.encoding == "32FC1" and (m.width, m.height) == (8, 6)  # a quarter of 32 x 24
+    assert (m.header.stamp.sec, m.header.stamp.nanosec) == (r["after_stamp"]["sec"], r["after_stamp"]["nanosec"])
+    heat = np.frombuffer(bytes(m.data), "<f4").reshape(6, 8)
+    assert heat.sum() > 0 and heat.max() <= 1.0 + 1e-6
+
+
+def test_change_region_maps_grid_patches_to_camera_pixels():
+    from cde_ros.model.where import box_iou, change_region, share_inside
+
+    region = change_region(np.array([0, 5, 15]), np.array([[3.0, 4.0], [0.0, 5.0], [0.0, 0.0]]), 16, 640, 480)
+    assert region["grid"] == [4, 4]
+    assert [p["box"] for p in region["patches"]] == [[0, 0, 160, 120], [160, 120, 160, 120], [480, 360, 160, 120]]
+    assert [p["share"] for p in region["patches"]] == [0.5, 0.5, 0.0]
+    assert region["bbox"] == [0, 0, 640, 480]
+    assert share_inside(region, [0, 0, 320, 240]) == 1.0 and box_iou([0, 0, 10, 10], [5, 0, 10, 10]) == pytest.approx(1 / 3)
+    assert change_region(None, None, 16, 640, 480) is None
+    with pytest.raises(ValueError, match="not square"):
+        change_region(np.array([0]), np.ones((1, 2)), 12, 640, 480)

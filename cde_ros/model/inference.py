@@ -108,6 +108,17 @@ class Predictor:
     def preprocessing(self):
         return self.model.preprocessing
 
+    @property
+    def num_patches(self) -> int:
+        return self.model.backbone.num_patches
+
+    def change_region(self, pred: Prediction, width: int, height: int) -> dict | None:
+        """Where the change happened, in the pixels of a width x height camera frame
+        (`cde_ros.model.where.change_region`); None for a global-head model."""
+        from .where import change_region
+
+        return change_region(pred.topk_index, pred.topk_delta, self.num_patches, width, height)
+
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self._amp_dtype, enabled=self._amp_dtype is not None)
 

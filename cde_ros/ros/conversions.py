@@ -97,6 +97,18 @@ def rgb_to_image_msg(rgb: np.ndarray, stamp: int, frame_id: str, encoding: str =
     return msg
 
 
+def heat_map_msg(heat: np.ndarray, stamp: int, frame_id: str) -> Image:
+    """32FC1 image of a float heat map (where the change happened)."""
+    heat = np.ascontiguousarray(heat, dtype="<f4")
+    msg = Image()
+    msg.header.stamp = to_time(stamp)
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = heat.shape
+    msg.encoding, msg.is_bigendian, msg.step = "32FC1", 0, heat.shape[1] * 4
+    msg.data = heat.tobytes()
+    return msg
+
+
 def delta_image_msg(delta: np.ndarray, topk: np.ndarray | None, stamp: int, frame_id: str) -> Image:
     """32FC1 image: row 0 the aggregated delta, rows 1..K the Top-K patch deltas."""
     rows = delta[None, :] if topk is None else np.concatenate([delta[None, :], topk], 0)

@@ -41,6 +41,7 @@ from ..core.images import ImageError
 from ..data.events import EventPhase, parse_event
 from ..data.pairing import EventPairer, Outcome, PairingConfig
 from ..data.snapshot import SnapshotBuffer
+from ..model.where import heat_map
 from . import conversions
 
 NODE_NAME = "cde_perception"
@@ -72,6 +73,9 @@ PARAMS: dict[str, _Param] = {
     "action_topic": _Param("cde/action", "Results (std_msgs/String, JSON), one per event, in the node's namespace."),
     "delta_topic": _Param("cde/delta", "Delta embeddings (sensor_msgs/Image, 32FC1), in the node's namespace."),
     "publish_delta": _Param(True, "Publish the delta embedding image."),
+    "change_topic": _Param("cde/change", "Where the change happened (sensor_msgs/Image, 32FC1 heat map at a quarter "
+                           "of the camera resolution: each Top-K patch's share of the delta), in the node's namespace."),
+    "publish_change": _Param(False, "Publish the change heat map (for rviz / Foxglove)."),
     "model_dir": _Param("", "Model directory (model.safetensors + model.json); empty: the shipped model."),
     "device": _Param("auto", "auto (cuda when available), cuda, cuda:N or cpu.", choices=None),
     "precision": _Param("auto", "auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16.",
@@ -148,6 +152,7 @@ class _Job:
     # where a pair's time went (ms): queue (waiting for the worker), decode, encode_after
     # (registration included), head; filled by the worker
     timings: dict[str, float] = field(default_factory=dict)
+    size: tuple[int, int] | None = None  # the after frame's width and height
 
 
 class PerceptionNode(LifecycleNode):
@@ -266,6 +271,7 @@ class PerceptionNode(LifecycleNode):
                               durability=DurabilityPolicy.VOLATILE)
         self._pub_action = self.create_lifecycle_publisher(String, self._p("action_topic"), reliable)
         self._pub_delta = self.create_lifecycle_publisher(Image, self._p("delta_topic"), 10)
+        self._pub_change = self.create_lifecycle_publisher(Image, self._p("change_topic"), 10)
         self._pub_diag = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
         self._srv_start = self.create_service(Trigger, "~/start", self._srv_phase("start"),
                                               callback_group=self._cb_events)
@@ -542,6 +548,7 @@ class PerceptionNode(LifecycleNode):
             self._publish_result(Outcome("error", o.event_id, "model_error", f"inference failed: {exc}",
                                          o.expected_action, o.start_ns, o.end_ns, o.before, o.after), job)
             return
+        job.size = (after.shape[1], after.shape[0])
         job.timings = {"queue": (t_job - job.ready) * 1e3, "decode": (t_decoded - t_job) * 1e3,
                        "encode_after": pred.timings_ms["encode_after_ms"], "head": pred.timings_ms["head_ms"]}
         if isinstance(before, np.ndarray):  # not encoded at the start: its encoding is in this latency
@@ -576,6 +583,14 @@ class PerceptionNode(LifecycleNode):
         payload["latency_ms"] = round(latency, 2)
         if job is not None and job.timings:
             payload["timings_ms"] = {k: round(v, 2) for k, v in job.timings.items()}
+        if pred is not None and job is not None and job.size is not None:
+            # where the change happened, camera pixels (null for a global-head model)
+            region = self._predictor.change_region(pred, *job.size)
+            payload["change"] = region
+            if region is not None and self._p("publish_change") and o.after is not None:
+                w, h = job.size
+                self._pub_change.publish(conversions.heat_map_msg(
+                    heat_map(region, max(1, w // 4), max(1, h // 4), scale=0.25), o.after.stamp_ns, frame_id))
         if pred is not None and self._p("publish_delta") and o.after is not None:
             self._pub_delta.publish(conversions.delta_image_msg(pred.delta, pred.topk_delta, o.after.stamp_ns, frame_id))
         self._pub_action.publish(conversions.json_string(payload))

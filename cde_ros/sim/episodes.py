@@ -64,6 +64,8 @@ class EpisodeTruth:
     prop_changes: int = 0
     ik_max_error_m: float = 0.0
     mean_render_ms: float = 0.0
+    # the manipulated fixture's box in the after frame, [x, y, w, h] camera pixels (None: out of view)
+    target_box: list | None = None
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -340,6 +342,8 @@ class Episode:
             render_s += time.perf_counter() - t0
             self.truth.frames += 1
             n += 1
+            if t >= self.end_s and self.truth.target_box is None:  # the first frame after the event
+                self.truth.target_box = self.scene.fixture_box()
             yield max(0.0, t + jitter), img
         self.truth.prop_changes = sum(1 for _, name, b, a in self.prop_changes if a != b and not name.endswith(":y")
                                       and not name.endswith(":yaw"))

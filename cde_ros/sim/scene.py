@@ -251,6 +251,35 @@ class Scene:
     def kinematics(self) -> None:
         self.mj.mj_kinematics(self.model, self.data)
 
+    def fixture_box(self) -> list[int] | None:
+        """The manipulated fixture's box in the camera image, [x, y, w, h] pixels, as it is now
+        (after `kinematics()`): the projection of every visible fixture geom's bounding box
+        corners, clipped to the image. None when it is outside the view."""
+        m, d = self.model, self.data
+        prefix = self.fixture.p + "_"
+        R = d.cam_xmat[self._cam].reshape(3, 3)
+        pos = d.cam_xpos[self._cam]
+        f = (self.cfg.height / 2) / math.tan(math.radians(float(m.cam_fovy[self._cam])) / 2)
+        signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], float)
+        us, vs = [], []
+        for g in range(m.ngeom):
+            if not m.body(int(m.geom_bodyid[g])).name.startswith(prefix) or m.geom_rgba[g, 3] < 0.05:
+                continue
+            centre, half = m.geom_aabb[g, :3], m.geom_aabb[g, 3:]
+            corners = d.geom_xpos[g] + (centre + signs * half) @ d.geom_xmat[g].reshape(3, 3).T
+            cam = (corners - pos) @ R  # camera frame: x right, y up, looking along -z
+            depth = -cam[:, 2]
+            ok = depth > 1e-3
+            us += list(self.cfg.width / 2 + f * cam[ok, 0] / depth[ok])
+            vs += list(self.cfg.height / 2 - f * cam[ok, 1] / depth[ok])
+        if not us:
+            return None
+        x0, x1 = max(0.0, min(us)), min(float(self.cfg.width), max(us))
+        y0, y1 = max(0.0, min(vs)), min(float(self.cfg.height), max(vs))
+        if x1 <= x0 or y1 <= y0:
+            return None
+        return [int(round(x0)), int(round(y0)), int(round(x1 - x0)), int(round(y1 - y0))]
+
     def site_frame(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """World position and rotation (3x3, columns x y z) of a site, after `kinematics()`."""
         sid = self.model.site(name).id

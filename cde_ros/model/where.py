@@ -1,0 +1,70 @@
+"""Where the change happened: a patch-wise model's Top-K patches in camera pixels.
+
+The patch head keeps the K patches whose delta is largest (`Prediction.topk_index`, indices
+into the backbone's square patch grid, row-major). Frames are resized to the model's input
+without cropping, so a patch (r, c) of a g x g grid covers the camera pixels
+x in [c W/g, (c+1) W/g), y in [r H/g, (r+1) H/g). With registration the after frame was shifted
+onto the before frame first: the boxes are in the before frame's pixels (the shift is at most
+`register_max_shift` of the frame). Each patch's share is its delta's L2 norm over the sum of the
+K norms.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+
+def change_region(topk_index: np.ndarray | None, topk_delta: np.ndarray | None, num_patches: int,
+                  width: int, height: int) -> dict[str, Any] | None:
+    """{"patches": [{"box": [x, y, w, h], "share": s}, ...] (largest share first), "bbox":
+    [x, y, w, h] around them, "grid": [g, g]} in camera pixels; None for a global-head model."""
+    if topk_index is None or topk_delta is None or len(topk_index) == 0:
+        return None
+    g = int(round(math.sqrt(num_patches)))
+    if g * g != num_patches:
+        raise ValueError(f"the patch grid is not square ({num_patches} patches)")
+    norms = np.linalg.norm(np.asarray(topk_delta, np.float64).reshape(len(topk_index), -1), axis=1)
+    shares = norms / norms.sum() if norms.sum() > 0 else np.full(len(norms), 1.0 / len(norms))
+    patches = []
+    for idx, share in sorted(zip(np.asarray(topk_index).tolist(), shares.tolist()), key=lambda x: -x[1]):
+        r, c = divmod(int(idx), g)
+        x0, x1 = round(c * width / g), round((c + 1) * width / g)
+        y0, y1 = round(r * height / g), round((r + 1) * height / g)
+        patches.append({"box": [x0, y0, x1 - x0, y1 - y0], "share": round(float(share), 4)})
+    x0 = min(p["box"][0] for p in patches)
+    y0 = min(p["box"][1] for p in patches)
+    x1 = max(p["box"][0] + p["box"][2] for p in patches)
+    y1 = max(p["box"][1] + p["box"][3] for p in patches)
+    return {"patches": patches, "bbox": [x0, y0, x1 - x0, y1 - y0], "grid": [g, g]}
+
+
+def heat_map(region: dict[str, Any] | None, width: int, height: int, scale: float = 1.0) -> np.ndarray:
+    """A float32 height x width map: each Top-K patch's share over its box (0 elsewhere); the
+    region's pixel boxes are multiplied by `scale` (0.25: a map at a quarter of the camera's
+    resolution)."""
+    out = np.zeros((height, width), np.float32)
+    for p in (region or {}).get("patches", []):
+        x, y, w, h = (int(round(v * scale)) for v in p["box"])
+        out[y:y + max(1, h), x:x + max(1, w)] += p["share"]
+    return out
+
+
+def box_iou(a: list[int], b: list[int]) -> float:
+    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    iw, ih = max(0, min(ax1, bx1) - max(a[0], b[0])), max(0, min(ay1, by1) - max(a[1], b[1]))
+    inter = iw * ih
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def share_inside(region: dict[str, Any] | None, box: list[int]) -> float:
+    """The share of the change whose patch centres lie inside `box` (0..1)."""
+    total = 0.0
+    for p in (region or {}).get("patches", []):
+        x, y, w, h = p["box"]
+        cx, cy = x + w / 2, y + h / 2
+        if box[0] <= cx < box[0] + box[2] and box[1] <= cy < box[1] + box[3]:
+            total += p["share"]
+    return total
