@@ -42,8 +42,15 @@ def test_a_model_is_evaluated_on_every_split_with_the_pixel_floor(suite, tiny_mo
         assert m["n"] == SIZES[name] and 0 <= m["accuracy"] <= 1
         assert {"false_success_rate", "false_failure_rate"} <= set(m["floor"])
         assert set(m["per_object"]) and "?" not in m["per_object"]  # object classes from the ground truth
+        # where the change was put, against the fixture's box from the ground truth (160 x 120 frames)
+        assert ("where" in m) == (m["action_pairs"] > 0)
+        if m["action_pairs"]:
+            w = m["where"]["all"]
+            assert 0 < w["n"] <= m["action_pairs"]  # every pair that changed something, its fixture in view
+            assert 0 <= w["share_inside"] <= 1 and 0 <= w["iou"] <= 1 and 0 < w["chance"] < 1
+            assert set(m["where"]["per_action"]) <= set(m["labels"]) - {"none"}
     text = (tmp_path / f"sim_model_{tiny_model.name}.md").read_text()
-    assert "held-out object classes" in text and "pixel floor" in text.lower()
+    assert "held-out object classes" in text and "pixel floor" in text.lower() and "Where the change" in text
     assert (tmp_path / f"sim_confusion_{tiny_model.name}_syst.png").stat().st_size > 5000
 
 

@@ -141,7 +141,42 @@ def read_split(data: Path, name: str, pre, pairing, cache_dir: Path | None = Non
         raise ValueError(f"no pairs could be made from {data / name}")
     truth = {t["event_id"]: t for bag in bags for t in read_json_topic(bag, TRUTH_TOPIC)}
     pairs.objects = [truth.get(e, {}).get("obj_class", "") for e in pairs.event_ids]
+    # the manipulated fixture's box in the after frame (recordings made before it was recorded: None)
+    pairs.target_boxes = [truth.get(e, {}).get("target_box") for e in pairs.event_ids]
+    sizes = {(s.get("width"), s.get("height")) for s in (json.loads((b.parent / f"{b.name}.json").read_text())
+                                                         for b in bags)}
+    pairs.camera_size = sizes.pop() if len(sizes) == 1 else None
     return pairs
+
+
+def localisation(predictor, preds: list, pairs: PairSet) -> dict[str, Any] | None:
+    """Where the model put the change against the manipulated fixture's projected box, per true
+    action (pairs that changed something): the share of the Top-K delta inside the box, the hit
+    rate (at least half of it inside), the IoU of the Top-K patches' bounding box with the box,
+    and chance (the share of the image the box covers: a change put anywhere at random)."""
+    from ..model.where import box_iou, share_inside
+
+    boxes = getattr(pairs, "target_boxes", None)
+    size = getattr(pairs, "camera_size", None)
+    if not boxes or size is None or not any(boxes):
+        return None
+    w, h = size
+    per: dict[str, dict[str, list[float]]] = {}
+    for p, truth, box in zip(preds, pairs.actions, boxes):
+        if truth == "none" or not box:
+            continue
+        region = predictor.change_region(p, w, h)
+        if region is None:
+            return None  # a global-head model says nothing about where
+        inside = share_inside(region, box)
+        d = per.setdefault(truth, {"share_inside": [], "hit": [], "iou": [], "chance": []})
+        d["share_inside"].append(inside)
+        d["hit"].append(float(inside >= 0.5))
+        d["iou"].append(box_iou(region["bbox"], box))
+        d["chance"].append(box[2] * box[3] / (w * h))
+    summary = {a: {"n": len(d["hit"]), **{k: float(np.mean(v)) for k, v in d.items()}} for a, d in sorted(per.items())}
+    every = {k: float(np.mean([x for d in per.values() for x in d[k]])) for k in ("share_inside", "hit", "iou", "chance")}
+    return {"per_action": summary, "all": {"n": sum(len(d["hit"]) for d in per.values()), **every}}
 
 
 # ------------------------------------------------------------------------------- the floor
@@ -214,6 +249,9 @@ def evaluate_model_on_suite(model_dir: Path, data: Path, out: Path, splits: tupl
         m = classification_metrics(pairs.actions, pred, predictor.labels)
         m["per_object"] = _per_object(pairs, pred)
         m["floor"] = floor_rates(pixel_change(pairs), pairs.actions, threshold)
+        where = localisation(predictor, preds, pairs)
+        if where is not None:
+            m["where"] = where
         rows[split] = m
         log(f"{split}: accuracy {m['accuracy']:.3f}, false success {m['false_success_rate']:.3f}, false failure "
             f"{m['false_failure_rate']:.3f} (n={m['n']}); pixel floor false success {m['floor']['false_success_rate']:.3f}, "
@@ -253,6 +291,21 @@ def _markdown(result: dict, name: str) -> str:
     lines += ["", "Accuracy per manipulated object class:", ""]
     for split, m in result["splits"].items():
         lines.append(f"- {split}: " + ", ".join(f"{o} {v:.2f}" for o, v in m["per_object"].items()))
+    if any("where" in m for m in result["splits"].values()):
+        lines += ["", "Where the change was put (pairs that changed something): share of the Top-K delta inside the "
+                  "manipulated fixture's projected box / hit rate (at least half inside) / IoU of the Top-K bounding "
+                  "box with it; chance: the share of the image the box covers.", "",
+                  "| split | n | share inside | hit rate | IoU | chance |", "|---|---|---|---|---|---|"]
+        for split, m in result["splits"].items():
+            if "where" in m:
+                a = m["where"]["all"]
+                lines.append(f"| {split} | {a['n']} | {a['share_inside']:.2f} | {a['hit']:.2f} | {a['iou']:.2f} | "
+                             f"{a['chance']:.2f} |")
+        lines += ["", "Hit rate per action (chance in brackets):", ""]
+        for split, m in result["splits"].items():
+            if "where" in m:
+                lines.append(f"- {split}: " + ", ".join(f"{a} {v['hit']:.2f} ({v['chance']:.2f})"
+                                                         for a, v in m["where"]["per_action"].items()))
     return "\n".join(lines) + "\n"
 
 
