@@ -37,3 +37,11 @@ def test_deeply_nested_json_is_a_parse_error_not_a_crash():
         parse_event("[" * 5000)
     with pytest.raises(EventParseError, match="nested too deeply"):
         parse_event('{"phase": "start", "x": ' + "[" * 3000 + "]" * 3000 + "}")
+
+
+def test_an_event_may_carry_the_target_region():
+    ev = parse_event('{"phase": "start", "event_id": "a", "roi": [10, 20.4, 30, 40]}')
+    assert ev.roi == (10, 20, 30, 40) and parse_event(ev.to_json()) == ev
+    for bad in ('[1, 2, 3]', '[1, 2, 0, 4]', '[-1, 2, 3, 4]', '"box"', '[1, 2, true, 4]'):
+        with pytest.raises(EventParseError, match="roi must be"):
+            parse_event('{"phase": "start", "roi": %s}' % bad)

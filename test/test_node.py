@@ -683,3 +683,33 @@ def test_change_region_maps_grid_patches_to_camera_pixels():
     assert change_region(None, None, 16, 640, 480) is None
     with pytest.raises(ValueError, match="not square"):
         change_region(np.array([0]), np.ones((1, 2)), 12, 640, 480)
+
+
+def test_an_event_roi_verifies_only_a_change_inside_it(harness_factory, tiny_model):
+    """The same manipulation three times: without a roi (to learn what the model says), with the
+    roi where the frames changed (verified as without), and with it elsewhere (verified false,
+    "change outside target region")."""
+    h = harness_factory({"model_dir": str(tiny_model), "device": "cpu"})
+
+    def episode(eid, t0, action, roi):
+        for i in range(30):
+            t = t0 + i * 0.1
+            rgb = np.full((24, 32, 3), 20, np.uint8)
+            if t - t0 > 1.2:
+                rgb[:, :8] = 230  # the change: the left quarter brightens
+            h.frame(int(t * S), rgb)
+            if i == 12:
+                h.pub_ev.publish(String(data=EventPhase("start", eid, int((t0 + 1.0) * S), action, roi).to_json()))
+                time.sleep(0.01)
+            if i == 16:
+                h.event("end", eid, int((t0 + 1.5) * S))
+        return h.result(eid)
+
+    said = episode("plain", 10.0, None, None)["action"]
+    patches = episode("plain2", 20.0, said, None)["change"]["patches"]
+    assert sum(p["share"] for p in patches if p["box"][0] < 8) >= 0.5  # the model puts the change left
+    inside = episode("roi-in", 30.0, said, (0, 0, 8, 24))
+    assert inside["verified"] is True and inside["roi"] == [0, 0, 8, 24] and inside["change_in_roi"] >= 0.5
+    outside = episode("roi-out", 40.0, said, (16, 0, 16, 24))
+    assert outside["action"] == said and outside["verified"] is False
+    assert outside["detail"] == "change outside target region" and outside["change_in_roi"] < 0.5

@@ -19,6 +19,8 @@ class EventPhase:
     event_id: str | None = None  # pairs a start with its end; None: an end closes the latest start
     stamp_ns: int | None = None  # when it happened; None: the receiver stamps it on arrival
     action: str | None = None  # commanded / expected action (the label in recordings)
+    # the target's image region [x, y, w, h] in camera pixels: verified only when the change is there
+    roi: tuple[int, int, int, int] | None = None
 
     def to_json(self) -> str:
         out: dict = {"phase": self.phase}
@@ -28,6 +30,8 @@ class EventPhase:
             out["stamp"] = stamps.to_dict(self.stamp_ns)
         if self.action is not None:
             out["action"] = self.action
+        if self.roi is not None:
+            out["roi"] = list(self.roi)
         return json.dumps(out)
 
 
@@ -69,4 +73,11 @@ def parse_event(text: str) -> EventPhase:
     action = data.get("action")
     if action is not None and not isinstance(action, str):
         raise EventParseError(f"event action must be a string, got {action!r}")
-    return EventPhase(phase, event_id, stamp_ns, action or None)
+    roi = data.get("roi")
+    if roi is not None:
+        if (not isinstance(roi, list) or len(roi) != 4
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in roi)
+                or roi[0] < 0 or roi[1] < 0 or roi[2] <= 0 or roi[3] <= 0):
+            raise EventParseError(f"event roi must be [x, y, w, h] in pixels (x, y >= 0, w, h > 0), got {roi!r}")
+        roi = tuple(int(round(v)) for v in roi)
+    return EventPhase(phase, event_id, stamp_ns, action or None, roi)

@@ -68,6 +68,7 @@ class Outcome:
     end_ns: int | None = None
     before: Frame | None = None
     after: Frame | None = None
+    roi: tuple[int, int, int, int] | None = None  # the event's target region (camera pixels)
 
 
 @dataclass
@@ -75,6 +76,7 @@ class _Open:
     event_id: str
     start_ns: int
     action: str | None
+    roi: tuple[int, int, int, int] | None = None
     before: Frame | None = None
     before_done: bool = False
     end_ns: int | None = None
@@ -213,7 +215,7 @@ class EventPairer:
         if len(self._open) >= self.cfg.max_open_events:
             return [self._error(eid, "dropped", f"{len(self._open)} events already open (max_open_events)",
                                 event.action, t)]
-        ev = _Open(eid, t, event.action)
+        ev = _Open(eid, t, event.action, event.roi)
         self._open[eid] = ev
         return self._advance(ev)
 
@@ -236,6 +238,8 @@ class EventPairer:
         ev.end_ns = t
         if event.action and not ev.action:
             ev.action = event.action
+        if event.roi and not ev.roi:
+            ev.roi = event.roi
         return self._advance(ev)
 
     def _advance(self, ev: _Open) -> list[Outcome]:
@@ -287,7 +291,7 @@ class EventPairer:
         del self._open[ev.event_id]
         self.stats.pairs += 1
         self._remember(ev.event_id)
-        return [Outcome("pair", ev.event_id, "ok", "", ev.action, ev.start_ns, ev.end_ns, ev.before, after)]
+        return [Outcome("pair", ev.event_id, "ok", "", ev.action, ev.start_ns, ev.end_ns, ev.before, after, ev.roi)]
 
     def _remember(self, eid: str) -> None:
         if eid == "unknown":

@@ -41,7 +41,7 @@ from ..core.images import ImageError
 from ..data.events import EventPhase, parse_event
 from ..data.pairing import EventPairer, Outcome, PairingConfig
 from ..data.snapshot import SnapshotBuffer
-from ..model.where import heat_map
+from ..model.where import heat_map, share_inside
 from . import conversions
 
 NODE_NAME = "cde_perception"
@@ -142,6 +142,10 @@ class _Latency:
             return {}
         v = np.asarray(self.values)
         return {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)), "max": float(v.max())}
+
+
+# an event's roi verifies only when at least this share of the Top-K delta lies inside it
+ROI_MIN_SHARE = 0.5
 
 
 @dataclass
@@ -574,6 +578,20 @@ class PerceptionNode(LifecycleNode):
         payload["expected_action"] = o.expected_action
         # verified: did what was expected happen? null when nothing was expected or there is no answer
         payload["verified"] = (o.expected_action == action) if (o.expected_action and pred is not None) else None
+        region = None
+        if pred is not None and job is not None and job.size is not None:
+            region = self._predictor.change_region(pred, *job.size)  # where, camera pixels (None: global head)
+        if o.roi is not None and pred is not None:
+            # spatial verification: the change must lie in the target's region (half of it at least)
+            payload["roi"] = list(o.roi)
+            if region is None:
+                payload["detail"] = "this model does not localise changes (global head): roi not checked"
+            else:
+                inside = share_inside(region, list(o.roi))
+                payload["change_in_roi"] = round(inside, 4)
+                if payload["verified"] and inside < ROI_MIN_SHARE:
+                    payload["verified"] = False
+                    payload["detail"] = "change outside target region"
         payload["before_stamp"] = stamps.to_dict(o.before.stamp_ns) if o.before else None
         payload["after_stamp"] = stamps.to_dict(o.after.stamp_ns) if o.after else None
         frame_id = (o.after or o.before).frame_id if (o.after or o.before) else ""
@@ -584,8 +602,6 @@ class PerceptionNode(LifecycleNode):
         if job is not None and job.timings:
             payload["timings_ms"] = {k: round(v, 2) for k, v in job.timings.items()}
         if pred is not None and job is not None and job.size is not None:
-            # where the change happened, camera pixels (null for a global-head model)
-            region = self._predictor.change_region(pred, *job.size)
             payload["change"] = region
             if region is not None and self._p("publish_change") and o.after is not None:
                 w, h = job.size
