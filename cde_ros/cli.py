@@ -362,6 +362,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         from .training.simbench import FEW_SHOT_STARTS
 
         init = Path(args.init) if args.init else shipped_model_dir()
+        if args.steps < 0:
+            _fail(f"--steps must be at least 1 (0: the default, 200), got {args.steps}")
         if any(k < 1 for k in args.shots):
             _fail(f"--shots must be at least 1 episode per action, got {args.shots}")
         bad = sorted(set(args.starts) - set(FEW_SHOT_STARTS))
@@ -369,7 +371,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             _fail(f"unknown --starts {bad}; choose from {', '.join(FEW_SHOT_STARTS)}")
         few_shot(Path(args.few_shot), init, Path(args.out), load_config(args.config) if args.config else None,
                  ks=tuple(args.shots), seeds=tuple(range(args.seeds or 3)), starts=tuple(args.starts),
-                 cache_dir=cache, log=_log)
+                 steps=args.steps, cache_dir=cache, log=_log)
         return 0
     if args.sim:
         from .training.simbench import evaluate_model_on_suite
@@ -584,6 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--init", metavar="MODEL_DIR", help="with --few-shot: the model to start from (default: shipped)")
     sp.add_argument("--shots", type=int, nargs="+", default=[5, 10, 30],
                     help="with --few-shot: labelled episodes per action (simbench.FEW_SHOT_KS)")
+    sp.add_argument("--steps", type=int, default=0, help="with --few-shot: optimizer steps per run (default 200)")
     sp.add_argument("--starts", nargs="+", default=["scratch", "init", "init+replay", "init+replay+env"],
                     help="with --few-shot: which starts to train (simbench.FEW_SHOT_STARTS)")
     sp.add_argument("--config", help="with --few-shot: the training YAML of both starts (default: built-in defaults)")

@@ -340,7 +340,8 @@ def draw_episodes(pool: PairSet, k: int, seed: int) -> PairSet:
 
 def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, ...] = FEW_SHOT_KS,
              seeds: tuple[int, ...] = FEW_SHOT_SEEDS, cache_dir: Path | None = None,
-             log: Callable[[str], None] = print, starts: tuple[str, ...] = FEW_SHOT_STARTS) -> list[dict]:
+             log: Callable[[str], None] = print, starts: tuple[str, ...] = FEW_SHOT_STARTS,
+             steps: int = 0) -> list[dict]:
     """The data-efficiency benchmark: on the held-out scene style, train with k labelled episodes
     per action (seeds draw them) from scratch and from `init_dir` (as `cde-ros train --init`
     does), test on the held-out combinations and object classes of that style. Writes
@@ -356,6 +357,7 @@ def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, 
     from .trainer import train
 
     cfg = config or load_config(None)
+    steps = steps or FEW_SHOT_STEPS
     meta = read_meta(init_dir)
     pre = Preprocessing.from_json(meta["preprocessing"])
     pairing = PairingConfig(**meta["pairing"]) if "pairing" in meta else PairingConfig()
@@ -381,16 +383,19 @@ def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, 
                 data_pairs = shots
                 if "replay" in start:
                     data_pairs = PairSet.concat([shots, draw_episodes(source, REPLAY_PER_LABEL, seed)])
-                epochs = _epochs_for(len(data_pairs), cfg.training.batch_size, FEW_SHOT_STEPS)
+                epochs = _epochs_for(len(data_pairs), cfg.training.batch_size, steps)
                 # few labelled pairs: no validation pairs to spare, so no none operating point (bias 0)
                 tc = replace(cfg.training, epochs=epochs, seed=seed, none_recall_target=0.0)
+                if start == "scratch":  # a random backbone must learn: the config's freezing is for the init starts
+                    tc = replace(tc, freeze_backbone=0)
                 if start.endswith("+env"):
                     tc = replace(tc, loss=replace(tc.loss, alpha_env=ENV_WEIGHT))
                 init = init_from(init_dir, labels)[0] if start != "scratch" else None
                 res = train(data_pairs, None, labels, cfg.model, pre, tc, None, progress=False, log=lambda m: None,
                             init=init)
                 row = {"k": k, "seed": seed, "start": start, "pairs": len(data_pairs), "shots": len(shots),
-                       "epochs": epochs, "train_seconds": round(res.seconds, 1)}
+                       "epochs": epochs, "steps": steps, "freeze_backbone": tc.freeze_backbone,
+                       "train_seconds": round(res.seconds, 1)}
                 for name, pairs in tests.items():
                     m = evaluate_pairs(res.model, pairs)
                     row[name] = {key: m[key] for key in ("accuracy", "false_success_rate", "false_failure_rate",
@@ -411,14 +416,18 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path) -
         v = v[~np.isnan(v)]
         return f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}" if len(v) else "n/a"
 
+    frozen = {r.get("freeze_backbone", 0) for r in rows if r["start"] != "scratch"}
+    how = ("backbone frozen, its tokens computed once (`training.freeze_backbone: all`)" if frozen == {"all"}
+           else "backbone learning rate x0.1")
+    steps = rows[0].get("steps", FEW_SHOT_STEPS) if rows else FEW_SHOT_STEPS
     lines = ["# Few-shot: a new robot cell from k labelled episodes per action", "",
              f"Held-out scene style of the simulator. k episodes per label (the 8 actions and `none`) drawn from its "
              f"training-combination recordings per seed; tested on its held-out combinations and held-out object "
-             f"classes. `init`: from model {init_id} (`cde-ros train --init`: backbone learning rate x0.1); "
+             f"classes. `init`: from model {init_id} (`cde-ros train --init`: {how}); "
              f"`scratch`: the same recipe from random weights; `+replay`: {REPLAY_PER_LABEL} pairs per label of the "
              f"init model's own training recordings mixed in; `+env`: with the environment-invariance term "
-             f"(loss.alpha_env {ENV_WEIGHT:g}) between the new cell's pairs and the replayed ones. {FEW_SHOT_STEPS} "
-             "optimizer steps per run; plain argmax (too few pairs to choose a `none` operating point on). Mean ± std "
+             f"(loss.alpha_env {ENV_WEIGHT:g}) between the new cell's pairs and the replayed ones. {steps} "
+             "optimizer steps per run (scratch: the whole network learns); plain argmax (too few pairs to choose a `none` operating point on). Mean ± std "
              "over seeds.", "",
              "| k | start | held-out combinations | false success | false failure | held-out classes | false success | "
              "false failure | train s |", "|---|---|---|---|---|---|---|---|---|"]
