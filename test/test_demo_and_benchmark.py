@@ -24,9 +24,18 @@ def test_demo_runs_end_to_end_with_the_shipped_model(shipped_model, tmp_path):
     picture = cv2.imread(str(tmp_path / "out" / "demo_verdicts.png"))
     assert picture is not None and picture.shape[1] == 960 and picture.shape[0] == 28 + 3 * 240
     assert picture[28:, :640].std() > 10  # real frames, not blank tiles
-    # a second run reuses the recording and gives the same verdicts
-    again = run_cli("demo", "--events", "3", "--realtime", "4", "--device", "cpu", "--out", str(tmp_path / "out"),
-                    env=env_cache)
+    # a second run reuses the recording and gives the same verdicts, with two CPU hogs beside it
+    import subprocess
+    import sys
+
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        again = run_cli("demo", "--events", "3", "--realtime", "4", "--device", "cpu", "--out",
+                        str(tmp_path / "out"), env=env_cache)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
     assert [line.rsplit("[", 1)[0] for line in again.stdout.splitlines() if line.startswith("val-train-")] == \
         [line.rsplit("[", 1)[0] for line in lines]
     assert "simulating" not in again.stderr

@@ -427,8 +427,8 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path) -
              f"`scratch`: the same recipe from random weights; `+replay`: {REPLAY_PER_LABEL} pairs per label of the "
              f"init model's own training recordings mixed in; `+env`: with the environment-invariance term "
              f"(loss.alpha_env {ENV_WEIGHT:g}) between the new cell's pairs and the replayed ones. {steps} "
-             "optimizer steps per run (scratch: the whole network learns); plain argmax (too few pairs to choose a `none` operating point on). Mean ± std "
-             "over seeds.", "",
+             "optimizer steps per run (scratch: the whole network learns); plain argmax (too few pairs to choose a "
+             "`none` operating point on). Mean ± std over seeds.", "",
              "| k | start | held-out combinations | false success | false failure | held-out classes | false success | "
              "false failure | train s |", "|---|---|---|---|---|---|---|---|---|"]
     for k in sorted({r["k"] for r in rows}):
