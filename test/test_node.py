@@ -603,9 +603,10 @@ def test_diagnostics_count_frames_that_never_arrived_and_events_without_a_pair(h
     r = h.result("no-after")
     assert r["status"] != "ok"
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not any("without a pair" in d.status[0].message for d in h.diagnostics):
+    while time.monotonic() < deadline and not any("without a classification" in d.status[0].message
+                                                    for d in h.diagnostics):
         time.sleep(0.05)
-    unpaired = [d.status[0] for d in h.diagnostics if "without a pair" in d.status[0].message]
+    unpaired = [d.status[0] for d in h.diagnostics if "without a classification" in d.status[0].message]
     assert unpaired and unpaired[0].level >= unpaired[0].WARN and r["status"] in unpaired[0].message
 
 

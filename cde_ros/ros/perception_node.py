@@ -192,6 +192,7 @@ class PerceptionNode(LifecycleNode):
         self._gaps = stamps.FrameGaps()
         self._unanswered: dict[str, int] = {}  # events answered without a classification, by status
         self._unanswered_seen: dict[str, int] = {}  # ... as of the last diagnostics message
+        self._last_frame_share = 1.0  # camera frames received / sent in the last diagnostics period
         self._cb_sensor = MutuallyExclusiveCallbackGroup()
         self._cb_events = MutuallyExclusiveCallbackGroup()
         self._cb_timers = MutuallyExclusiveCallbackGroup()
@@ -639,7 +640,8 @@ class PerceptionNode(LifecycleNode):
                       if k not in ("dropped", "bad_event") and v > self._unanswered_seen.get(k, 0)}
             self._unanswered_seen = dict(self._unanswered)
             if recent:
-                problems.append(f"{sum(recent.values())} events without a pair in the last period ("
+                problems.append(f"{sum(recent.values())} events answered without a classification in the last "
+                                "period ("
                                 + ", ".join(f"{k} {v}" for k, v in sorted(recent.items())) + ")")
             if share < 0.5:
                 st.level = DiagnosticStatus.ERROR
@@ -662,7 +664,7 @@ class PerceptionNode(LifecycleNode):
             **{k: v for k, v in self.counters.items()},
             "frame_rate_hz": round(rate, 2),
             "frames_missing": self._gaps.missing,
-            "frames_received_share_last_period": round(getattr(self, "_last_frame_share", 1.0), 4),
+            "frames_received_share_last_period": round(self._last_frame_share, 4),
             **{f"unanswered_{k}": v for k, v in sorted(self._unanswered.items())},
             "buffer_frames": len(buf) if buf is not None else 0,
             "buffer_mb": round(buf.nbytes / 2**20, 2) if buf is not None else 0,
