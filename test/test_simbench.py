@@ -71,7 +71,7 @@ def test_few_shot_trains_both_starts_and_writes_table_and_plot(suite, tiny_model
                                                     (1, "init+replay+env")]
     assert all(r["style_comp"]["n"] == SIZES["style_comp"] and r["shots"] <= 9 for r in rows)
     assert rows[2]["pairs"] > rows[1]["pairs"] == rows[1]["shots"]  # the replay adds the init model's own pairs
-    assert "| 1 | init |" in (tmp_path / "fewshot.md").read_text()
+    assert "| 1 | init | 1 |" in (tmp_path / "fewshot.md").read_text()
     assert (tmp_path / "fewshot.png").stat().st_size > 5000
     assert json.loads((tmp_path / "fewshot.json").read_text())["rows"] == json.loads(json.dumps(rows))
 

@@ -429,14 +429,14 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path) -
              f"(loss.alpha_env {ENV_WEIGHT:g}) between the new cell's pairs and the replayed ones. {steps} "
              "optimizer steps per run (scratch: the whole network learns); plain argmax (too few pairs to choose a "
              "`none` operating point on). Mean ± std over seeds.", "",
-             "| k | start | held-out combinations | false success | false failure | held-out classes | false success | "
-             "false failure | train s |", "|---|---|---|---|---|---|---|---|---|"]
+             "| k | start | seeds | held-out combinations | false success | false failure | held-out classes | "
+             "false success | false failure | train s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for k in sorted({r["k"] for r in rows}):
         for start in FEW_SHOT_STARTS:
             rs = [r for r in rows if r["k"] == k and r["start"] == start]
             if not rs:
                 continue
-            lines.append(f"| {k} | {start} | {col(rs, 'style_comp', 'accuracy')} | "
+            lines.append(f"| {k} | {start} | {len(rs)} | {col(rs, 'style_comp', 'accuracy')} | "
                          f"{col(rs, 'style_comp', 'false_success_rate')} | {col(rs, 'style_comp', 'false_failure_rate')} | "
                          f"{col(rs, 'style_syst', 'accuracy')} | {col(rs, 'style_syst', 'false_success_rate')} | "
                          f"{col(rs, 'style_syst', 'false_failure_rate')} | {np.mean([r['train_seconds'] for r in rs]):.0f} |")
