@@ -455,6 +455,7 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path) -
             ax.errorbar(ks, [np.mean(a) for a in acc], yerr=[np.std(a) for a in acc], marker="o", color=color,
                         label=name, capsize=3)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())  # only the k ticks
         ax.set_xticks(sorted({r["k"] for r in rows}), [str(k) for k in sorted({r["k"] for r in rows})])
         ax.set_title(f"held-out style, {title}")
         ax.set_xlabel("labelled episodes per action")
