@@ -97,31 +97,27 @@ def rgb_to_image_msg(rgb: np.ndarray, stamp: int, frame_id: str, encoding: str =
     return msg
 
 
-def heat_map_msg(heat: np.ndarray, stamp: int, frame_id: str) -> Image:
-    """32FC1 image of a float heat map (where the change happened)."""
-    heat = np.ascontiguousarray(heat, dtype="<f4")
+def float_image_msg(values: np.ndarray, stamp: int, frame_id: str) -> Image:
+    """A 2D float array as a 32FC1 image (little endian)."""
+    values = np.ascontiguousarray(values, dtype="<f4")
     msg = Image()
     msg.header.stamp = to_time(stamp)
     msg.header.frame_id = frame_id
-    msg.height, msg.width = heat.shape
-    msg.encoding, msg.is_bigendian, msg.step = "32FC1", 0, heat.shape[1] * 4
-    msg.data = heat.tobytes()
+    msg.height, msg.width = values.shape
+    msg.encoding, msg.is_bigendian, msg.step = "32FC1", 0, values.shape[1] * 4
+    msg.data = values.tobytes()
     return msg
+
+
+def heat_map_msg(heat: np.ndarray, stamp: int, frame_id: str) -> Image:
+    """32FC1 image of a float heat map (where the change happened)."""
+    return float_image_msg(heat, stamp, frame_id)
 
 
 def delta_image_msg(delta: np.ndarray, topk: np.ndarray | None, stamp: int, frame_id: str) -> Image:
     """32FC1 image: row 0 the aggregated delta, rows 1..K the Top-K patch deltas."""
     rows = delta[None, :] if topk is None else np.concatenate([delta[None, :], topk], 0)
-    rows = np.ascontiguousarray(rows, dtype="<f4")
-    msg = Image()
-    msg.header.stamp = to_time(stamp)
-    msg.header.frame_id = frame_id
-    msg.height, msg.width = rows.shape
-    msg.encoding = "32FC1"
-    msg.is_bigendian = 0
-    msg.step = rows.shape[1] * 4
-    msg.data = rows.tobytes()
-    return msg
+    return float_image_msg(rows, stamp, frame_id)
 
 
 def delta_from_image_msg(msg: Image) -> np.ndarray:
