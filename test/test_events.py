@@ -42,6 +42,7 @@ def test_deeply_nested_json_is_a_parse_error_not_a_crash():
 def test_an_event_may_carry_the_target_region():
     ev = parse_event('{"phase": "start", "event_id": "a", "roi": [10, 20.4, 30, 40]}')
     assert ev.roi == (10, 20, 30, 40) and parse_event(ev.to_json()) == ev
-    for bad in ('[1, 2, 3]', '[1, 2, 0, 4]', '[-1, 2, 3, 4]', '"box"', '[1, 2, true, 4]'):
+    for bad in ('[1, 2, 3]', '[1, 2, 0, 4]', '[-1, 2, 3, 4]', '"box"', '[1, 2, true, 4]', '[NaN, 0, 1, 1]',
+                '[0, 0, Infinity, 1]', '[0, 0, 1e300, 1]', '[0, 0, "1", 1]', '{"x": 1}', '[[0], 0, 1, 1]'):
         with pytest.raises(EventParseError, match="roi must be"):
             parse_event('{"phase": "start", "roi": %s}' % bad)

@@ -713,3 +713,31 @@ def test_an_event_roi_verifies_only_a_change_inside_it(harness_factory, tiny_mod
     outside = episode("roi-out", 40.0, said, (16, 0, 16, 24))
     assert outside["action"] == said and outside["verified"] is False
     assert outside["detail"] == "change outside target region" and outside["change_in_roi"] < 0.5
+
+
+def test_hostile_serialized_frames_cost_their_event_not_the_node(harness_factory, tiny_model):
+    """Raw ingest: bytes that are not a message are ignored; a message cut short keeps its header,
+    so an event that picks it is answered bad_image; the next event is served."""
+    from rclpy.serialization import serialize_message
+
+    h = harness_factory({"model_dir": str(tiny_model), "device": "cpu"})
+    for i in range(30):
+        t = int((10.0 + i * 0.1) * S)
+        if i == 9:  # the before frame of the event: its header intact, its pixels cut off
+            data = serialize_message(conversions.rgb_to_image_msg(np.zeros((24, 32, 3), np.uint8), t, "test_cam"))
+            h.pub_img.publish(data[:40])
+            time.sleep(0.002)
+        else:
+            h.frame(t)
+        if i in (3, 20):
+            h.pub_img.publish(b"\xff" * 64)  # not CDR at all
+            h.pub_img.publish(b"\x00\x01\x00\x00" + b"\x00" * 8 + b"\xff\xff\xff\x7f")  # a 2 GB frame_id length
+        if i == 12:
+            h.event("start", "cut", int(11.0 * S), "open")
+        if i == 16:
+            h.event("end", "cut", int(11.5 * S))
+    r = h.result("cut")
+    assert r["status"] == "bad_image" and "could not be deserialized" in r["detail"]
+    assert r["before_stamp"] == {"sec": 10, "nanosec": 900_000_000}
+    frames_and_event(h, "after-cut", 20.0)
+    assert h.result("after-cut")["status"] == "ok"

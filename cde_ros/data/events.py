@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 from ..core import stamps
@@ -76,7 +77,8 @@ def parse_event(text: str) -> EventPhase:
     roi = data.get("roi")
     if roi is not None:
         if (not isinstance(roi, list) or len(roi) != 4
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in roi)
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) < 1e9
+                           for v in roi)
                 or roi[0] < 0 or roi[1] < 0 or roi[2] <= 0 or roi[3] <= 0):
             raise EventParseError(f"event roi must be [x, y, w, h] in pixels (x, y >= 0, w, h > 0), got {roi!r}")
         roi = tuple(int(round(v)) for v in roi)
