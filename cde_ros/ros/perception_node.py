@@ -579,9 +579,9 @@ class PerceptionNode(LifecycleNode):
         payload["expected_action"] = o.expected_action
         # verified: did what was expected happen? null when nothing was expected or there is no answer
         payload["verified"] = (o.expected_action == action) if (o.expected_action and pred is not None) else None
-        region = None
-        if pred is not None and job is not None and job.size is not None:
-            region = self._predictor.change_region(pred, *job.size)  # where, camera pixels (None: global head)
+        located = pred is not None and job is not None and job.size is not None
+        # where it changed, camera pixels (None: a global-head model, or no classification)
+        region = self._predictor.change_region(pred, *job.size) if located else None
         if o.roi is not None and pred is not None:
             # spatial verification: the change must lie in the target's region (half of it at least)
             payload["roi"] = list(o.roi)
@@ -602,7 +602,7 @@ class PerceptionNode(LifecycleNode):
         payload["latency_ms"] = round(latency, 2)
         if job is not None and job.timings:
             payload["timings_ms"] = {k: round(v, 2) for k, v in job.timings.items()}
-        if pred is not None and job is not None and job.size is not None:
+        if located:
             payload["change"] = region
             if region is not None and self._p("publish_change") and o.after is not None:
                 w, h = job.size
