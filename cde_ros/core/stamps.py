@@ -2,6 +2,7 @@
 `{"sec": ..., "nanosec": ...}` mapping, exactly as `builtin_interfaces/Time`."""
 from __future__ import annotations
 
+from collections import deque
 from typing import Any, Mapping
 
 NS_PER_S = 1_000_000_000
@@ -54,7 +55,9 @@ class FrameGaps:
     def __init__(self, expected_rate_hz: float = 0.0, min_intervals: int = 20) -> None:
         self.expected_rate_hz = float(expected_rate_hz)
         self.min_intervals = min_intervals
-        self._intervals: list[int] = []
+        self._intervals: deque[int] = deque(maxlen=200)
+        self._estimate: float | None = None  # the estimated period, renewed every min_intervals intervals
+        self._since_estimate = 0
         self._last: int | None = None
         self.received = 0
         self.missing = 0
@@ -63,21 +66,23 @@ class FrameGaps:
     def period_ns(self) -> float | None:
         if self.expected_rate_hz > 0:
             return NS_PER_S / self.expected_rate_hz
-        if len(self._intervals) < self.min_intervals:
-            return None
-        return float(sorted(self._intervals)[len(self._intervals) // 10])
+        return self._estimate
 
     def observe(self, stamp_ns: int) -> int:
-        """One frame arrived; returns the frames estimated missing right before it."""
+        """One frame arrived; returns the frames estimated missing right before it. (Runs in the
+        image callback: the percentile is recomputed every `min_intervals` frames, not per frame.)"""
         self.received += 1
         last, self._last = self._last, int(stamp_ns)
         if last is None or stamp_ns <= last:
             return 0
         gap = int(stamp_ns) - last
         period = self.period_ns()
-        self._intervals.append(gap)
-        if len(self._intervals) > 200:
-            del self._intervals[0]
+        if self.expected_rate_hz <= 0:
+            self._intervals.append(gap)
+            self._since_estimate += 1
+            if self._since_estimate >= self.min_intervals:
+                self._since_estimate = 0
+                self._estimate = float(sorted(self._intervals)[len(self._intervals) // 10])
         if period is None or gap <= 1.5 * period:
             return 0
         missed = max(0, int(round(gap / period)) - 1)
