@@ -153,8 +153,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         _print_reports(val_reports)
         if val_given is None:
             _fail("no labelled pairs could be made from the --val-bags " + ", ".join(map(str, args.val_bags)))
+    if args.skip_actions:
+        pairs = _without_actions(pairs, args.skip_actions, "training")
+        if val_given is not None:
+            val_given = _without_actions(val_given, args.skip_actions, "validation")
     labels = _label_set(pairs.actions + (val_given.actions if val_given is not None else []))
     init, extra = None, {}
+    if args.skip_actions:
+        extra["skipped_actions"] = sorted(set(args.skip_actions))
     if init_dir is not None:
         from .model.network import init_from
 
@@ -177,6 +183,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(json.dumps({"model_dir": str(out), "model_id": result.model_id,
                       "metrics": result.history[-1] if result.history else {}}))
     return 0
+
+
+def _without_actions(pairs, skip: list[str], what: str):
+    """`pairs` without the events labelled with one of `skip` (a model trained without them: the
+    actions it must answer `unknown_change` for, or enroll later)."""
+    import numpy as np
+
+    keep = np.flatnonzero(~np.isin(pairs.actions, skip))
+    _log(f"--skip-actions: {len(pairs) - len(keep)} of the {what} pairs left out ({', '.join(sorted(set(skip)))})")
+    if not len(keep):
+        _fail(f"every {what} pair is labelled with one of --skip-actions {' '.join(skip)}")
+    return pairs.subset(keep)
 
 
 def _label_set(actions: list[str]) -> list[str]:
@@ -515,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--init", nargs="?", const=INIT_SHIPPED, metavar="MODEL_DIR",
                     help="start from a trained model (without a directory: the shipped one): its backbone, projector "
                          "and preprocessing; the classifier keeps the rows of the labels both share")
+    sp.add_argument("--skip-actions", nargs="+", metavar="ACTION",
+                    help="leave the events with these labels out (training and validation): a model that must "
+                         "answer unknown_change for them, or learn them later with cde-ros enroll")
     topics(sp)
     sp.set_defaults(func=cmd_train)
 
