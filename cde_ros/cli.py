@@ -341,9 +341,51 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     _torch_threads(args.threads)
     d = decision.calibrate(model, pairs, args.target, source=source)
     _log(decision.describe(d))
+    if args.unknown:
+        from .model.prototypes import calibrate_unknown
+
+        try:
+            p = calibrate_unknown(model, pairs, args.unknown_keep, source=source)
+        except ValueError as exc:
+            _fail(f"--unknown: {exc}")
+        v = p["validation"]
+        _log(f"prototypes of {', '.join(p['labels'])}; unknown_change below cosine {p['unknown_threshold']:.3f} "
+             f"(validation accuracy {v['accuracy']['without']:.3f} -> {v['accuracy']['with']:.3f}, "
+             f"{v['actions_read_as_unknown']:.1%} of the actions read as unknown_change)")
     out = Path(args.out) if args.out else Path(args.model)
     model_id = model.save(out, meta)
     print(json.dumps({"model_dir": str(out), "model_id": model_id, "previous_model_id": old_id, "decision": d}))
+    return 0
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    """Add an action from a few recorded events as a prototype in delta space (no retraining)."""
+    import numpy as np
+
+    from .model.network import CausalDeltaModel
+    from .model.prototypes import classifier_picks, enroll
+
+    model, meta = CausalDeltaModel.load(args.model)
+    pairs, _ = _pairs_for_model(args, meta, model.preprocessing, progress=not args.quiet)
+    if pairs is None:
+        _fail("no labelled pairs could be made from " + ", ".join(map(str, args.bags)))
+    mine = np.flatnonzero(np.asarray(pairs.actions) == args.action)
+    if not len(mine):
+        _fail(f"no event of {', '.join(map(str, args.bags))} is labelled {args.action!r} (labels found: "
+              f"{', '.join(sorted(set(pairs.actions)))}); label them in the recording or with --labels CSV")
+    _, deltas = classifier_picks(model, pairs.subset(mine))
+    old_id = meta["model_id"]
+    try:
+        p = enroll(model, deltas, args.action, source=f"{len(mine)} events of " + ", ".join(map(str, args.bags)))
+    except ValueError as exc:
+        _fail(str(exc))
+    _log(f"enrolled {args.action!r} from {len(mine)} events; the model's prototypes: {', '.join(p['labels'])}")
+    out = Path(args.out) if args.out else Path(args.model)
+    if args.out:
+        _check_out_dir(out, args.overwrite, False)
+    model_id = model.save(out, meta)
+    print(json.dumps({"model_dir": str(out), "model_id": model_id, "previous_model_id": old_id,
+                      "enrolled": args.action, "examples": int(len(mine))}))
     return 0
 
 
@@ -352,6 +394,9 @@ def _torch_threads(n: int) -> None:
         import torch
 
         torch.set_num_threads(n)
+
+
+FEW_SHOT_DEFAULT = [5, 10, 30]  # simbench.FEW_SHOT_KS (the parser does not import torch)
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
@@ -397,6 +442,21 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         if not args.evaluate_model:
             _fail("--sim evaluates a trained model: give --evaluate-model MODEL_DIR")
         evaluate_model_on_suite(Path(args.evaluate_model), Path(args.sim), Path(args.out), cache_dir=cache, log=_log)
+        return 0
+    if args.open_set:
+        from .training.simbench import open_set
+
+        if not args.evaluate_model:
+            _fail("--open-set measures a trained model: give --evaluate-model MODEL_DIR (trained with --skip-actions, "
+                  "calibrated with --unknown)")
+        if any(k < 1 for k in args.shots):
+            _fail(f"--shots must be at least 1 example per action, got {args.shots}")
+        try:
+            open_set(Path(args.open_set), Path(args.evaluate_model), Path(args.out),
+                     ks=tuple(args.shots) if args.shots != FEW_SHOT_DEFAULT else (1, 5, 10),
+                     seeds=tuple(range(args.seeds or 3)), cache_dir=cache, log=_log)
+        except (ValueError, FileNotFoundError) as exc:
+            _fail(str(exc))
         return 0
     if args.evaluate_model:
         from .training.benchmark import evaluate_model
@@ -582,10 +642,25 @@ def build_parser() -> argparse.ArgumentParser:
                     help="set the model's after-frame registration first (preprocessing.register_max_shift: "
                          "the largest camera shift undone, as a fraction of the frame; 0 = off); the weights "
                          "stay as they are and the operating point is chosen under it")
+    sp.add_argument("--unknown", action="store_true",
+                    help="also make the class prototypes from these pairs and choose the unknown_change threshold on "
+                         "them (cde_ros.model.prototypes); needed before cde-ros enroll")
+    sp.add_argument("--unknown-keep", type=float, default=0.95,  # prototypes.DEFAULT_KEEP
+                    help="with --unknown: share of the validation accuracy the unknown_change rule must keep")
     sp.add_argument("--out", help="write the calibrated model here instead")
     sp.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = all cores")
     topics(sp)
     sp.set_defaults(func=cmd_calibrate)
+
+    sp = sub.add_parser("enroll", help="add a new action from a few recorded events (a prototype in delta space; "
+                                       "no retraining)")
+    sp.add_argument("model", help="model directory with prototypes (calibrate --unknown); rewritten unless --out")
+    sp.add_argument("bags", nargs="+", help="recordings holding events labelled with the new action")
+    sp.add_argument("--action", required=True, help="the new action's name; its labelled events are the examples")
+    sp.add_argument("--out", help="write the new model here instead")
+    sp.add_argument("--overwrite", action="store_true", help="with --out: replace a model already there")
+    topics(sp)
+    sp.set_defaults(func=cmd_enroll)
 
     sp = sub.add_parser("benchmark", help="OOD benchmark: baseline vs delta variants on synthetic scenes")
     sp.add_argument("--out", default="benchmarks/results")
@@ -605,8 +680,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the data-efficiency benchmark on the suite's held-out scene style: k = 5, 10, 30 episodes "
                          "per action, 3 seeds, from scratch and from --init")
     sp.add_argument("--init", metavar="MODEL_DIR", help="with --few-shot: the model to start from (default: shipped)")
-    sp.add_argument("--shots", type=int, nargs="+", default=[5, 10, 30],
-                    help="with --few-shot: labelled episodes per action (simbench.FEW_SHOT_KS)")
+    sp.add_argument("--open-set", metavar="SUITE_DIR",
+                    help="with --evaluate-model (a model trained with --skip-actions, calibrated with --unknown): "
+                         "unknown_change on the left-out actions, then each enrolled from k = 1, 5, 10 examples")
+    sp.add_argument("--shots", type=int, nargs="+", default=FEW_SHOT_DEFAULT,
+                    help="with --few-shot: labelled episodes per action (simbench.FEW_SHOT_KS); with --open-set: "
+                         "enrolled examples per action (default 1 5 10)")
     sp.add_argument("--steps", type=int, default=0, help="with --few-shot: optimizer steps per run (default 200)")
     sp.add_argument("--starts", nargs="+", default=["scratch", "init", "init+replay", "init+replay+env"],
                     help="with --few-shot: which starts to train (simbench.FEW_SHOT_STARTS)")

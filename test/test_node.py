@@ -743,3 +743,26 @@ def test_hostile_serialized_frames_cost_their_event_not_the_node(harness_factory
     assert r["before_stamp"] == {"sec": 10, "nanosec": 900_000_000}
     frames_and_event(h, "after-cut", 20.0)
     assert h.result("after-cut")["status"] == "ok"
+
+
+def test_a_change_far_from_every_known_action_is_answered_unknown_change(harness_factory, tiny_model, tmp_path):
+    import torch
+
+    from cde_ros.model.network import CausalDeltaModel
+    from cde_ros.model.prototypes import Prototypes
+
+    model, meta = CausalDeltaModel.load(tiny_model)
+    with torch.no_grad():  # the classifier never reads `none` here: every pair is a change
+        model.classifier.bias[model.labels.index("none")] = -100.0
+    actions = [a for a in model.labels if a != "none"]
+    rng = np.random.default_rng(0)
+    # a threshold no real similarity reaches: every change is far from what the model knows
+    model.prototypes = Prototypes(actions, rng.normal(size=(len(actions), model.config.embed_dim)),
+                                  {a: 1 for a in actions}, threshold=1.0)
+    model_id = model.save(tmp_path / "m", meta)
+    h = harness_factory({"model_dir": str(tmp_path / "m"), "device": "cpu"})
+    frames_and_event(h, "novel", 10.0, "open")
+    r = h.result("novel")
+    assert r["status"] == "ok" and r["action"] == "unknown_change" and r["verified"] is False
+    assert r["model"] == model_id and set(r["similarity"]) == set(actions)
+    assert all(-1 <= v <= 1 for v in r["similarity"].values()) and 0 <= r["confidence"] <= 1

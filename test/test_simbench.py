@@ -9,7 +9,7 @@ import pytest
 from conftest import TINY_YAML
 
 from cde_ros.training.simbench import (SUITE, bags_of, choose_change_threshold, draw_episodes, evaluate_model_on_suite,
-                                       few_shot, record_suite)
+                                       few_shot, open_set, read_split, record_suite)
 
 SIZES = {"train": 12, "val": 3, "comp": 4, "syst": 4, "style": 3, "style_comp": 4, "style_syst": 4, "style_train": 14}
 
@@ -68,7 +68,9 @@ def test_few_shot_trains_both_starts_and_writes_table_and_plot(suite, tiny_model
     rows = few_shot(data, tiny_model, tmp_path, load_config(tmp_path / "tiny.yaml"), ks=(1,), seeds=(0,),
                     cache_dir=tmp_path / "cache", log=lambda m: None)
     assert [(r["k"], r["start"]) for r in rows] == [(1, "scratch"), (1, "init"), (1, "init+replay"),
-                                                    (1, "init+replay+env")]
+                                                    (1, "init+replay+env"), (1, "init+prototypes"),
+                                                    (1, "finetune+replay")]
+    assert rows[4]["steps"] == 0 and rows[5]["freeze_backbone"] == 0  # prototypes train nothing; finetune all
     assert all(r["style_comp"]["n"] == SIZES["style_comp"] and r["shots"] <= 9 for r in rows)
     assert rows[2]["pairs"] > rows[1]["pairs"] == rows[1]["shots"]  # the replay adds the init model's own pairs
     assert "| 1 | init | 1 |" in (tmp_path / "fewshot.md").read_text()
@@ -89,3 +91,43 @@ def test_draw_episodes_takes_k_per_label_and_the_floor_threshold_balances():
     scores = np.array([1.0, 2.0, 3.0, 10.0, 11.0, 12.0])
     assert choose_change_threshold(scores, np.array([True] * 3 + [False] * 3)) == 10.0
     assert set(SUITE) >= set(SIZES)
+
+
+def test_open_set_measures_unknown_change_and_enrolled_actions(suite, tmp_path):
+    """A model trained without one action, given prototypes, measured on the suite's held-out
+    splits; then the action enrolled from k of its train-split events."""
+    import numpy as np
+
+    from cde_ros.core.preprocess import Preprocessing
+    from cde_ros.data.pairing import PairingConfig
+    from cde_ros.model.network import CausalDeltaModel, ModelConfig
+    from cde_ros.model.prototypes import calibrate_unknown
+    from cde_ros.training.trainer import TrainConfig, train
+
+    data, _ = suite
+    pre, cache = Preprocessing(32), tmp_path / "cache"
+    pairs = read_split(data, "train", pre, PairingConfig(), cache)
+    tests = [read_split(data, n, pre, PairingConfig(), cache).actions for n in ("comp", "syst")]
+    # the action left out: one the train split and both test splits hold
+    held = next(a for a in sorted(set(pairs.actions) - {"none"}) if all(a in t for t in tests))
+    known = pairs.subset(np.flatnonzero(np.asarray(pairs.actions) != held))
+    labels = sorted(set(known.actions))
+    mc = ModelConfig(backbone_kwargs={"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2},
+                     embed_dim=32, projector_hidden=32, top_k=4, labels=labels)
+    out = tmp_path / "m"
+    train(known, None, labels, mc, pre, TrainConfig(epochs=1, batch_size=8, none_recall_target=0.0), out,
+          progress=False, log=lambda m: None)
+    with pytest.raises(ValueError, match="trained on every action"):
+        open_set(data, out, tmp_path / "os", cache_dir=cache, log=lambda m: None)
+    model, meta = CausalDeltaModel.load(out)
+    calibrate_unknown(model, known)  # its own pairs: the tiny suite has no validation split to spare
+    model.save(out, {**meta, "skipped_actions": [held]})
+    r = open_set(data, out, tmp_path / "os", ks=(1, 2), seeds=(0,), cache_dir=cache, log=lambda m: None)
+    assert r["held_out_actions"] == [held] and [(e["k"], e["seed"]) for e in r["enroll"]] == [(1, 0), (2, 0)]
+    for name, want in zip(("comp", "syst"), tests):
+        m = r["splits"][name]
+        assert m["held_out_pairs"] == want.count(held) > 0 and 0 <= m["auroc"] <= 1
+        assert sum(m["held_out_answers"].values()) == pytest.approx(1.0)
+        assert all(0 <= e[name]["held_out_accuracy"] <= 1 for e in r["enroll"])
+    assert "| comp |" in (tmp_path / "os" / "open_set_m.md").read_text()
+    assert (tmp_path / "os" / "open_set_m.png").stat().st_size > 5000

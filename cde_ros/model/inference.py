@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..core.dataset import PairSet
-from .decision import check_bias
+from .decision import NONE, check_bias
 from .network import WEIGHTS_FILE, CausalDeltaModel, Encoding, model_id_for
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -67,6 +67,8 @@ class Prediction:
     topk_delta: np.ndarray | None  # K x D (patch head)
     topk_index: np.ndarray | None  # K patch indices (patch head)
     timings_ms: dict[str, float]
+    # cosine similarity of the delta to each class prototype (models with prototypes, else None)
+    similarity: dict[str, float] | None = None
 
 
 Image = Union[np.ndarray, EncodedFrame]
@@ -88,7 +90,9 @@ class Predictor:
             bias = check_bias(none_logit_bias, "Predictor")
             self.model.decision = {"none_logit_bias": bias,
                                    "replaced": f"model.json has {self.model.none_logit_bias:g}"}
-            self.model_id = model_id_for(self.model_dir / WEIGHTS_FILE, bias, self.preprocessing.register_max_shift)
+            protos = self.model.prototypes
+            self.model_id = model_id_for(self.model_dir / WEIGHTS_FILE, bias, self.preprocessing.register_max_shift,
+                                         protos.digest() if protos is not None else "")
         if precision == "auto":
             precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if self.device.type == "cuda" else "fp32"
         if precision != "fp32" and self.device.type != "cuda":
@@ -185,10 +189,24 @@ class Predictor:
 
     def _prediction(self, probs: np.ndarray, out, j: int, timings: dict[str, float]) -> Prediction:
         k = int(probs.argmax())
+        action, confidence = self.labels[k], float(probs[k])
+        delta = out.delta[j].float().cpu().numpy()
+        similarity = None
+        protos = self.model.prototypes
+        if protos is not None:
+            # the prototype rule (cde_ros.model.prototypes): an enrolled action or unknown_change
+            # may replace the classifier's action; its confidence is then the classifier's
+            # probability that something changed (1 - p(none))
+            answers, sims = protos.decide([action], delta[None])
+            similarity = {a: float(v) for a, v in zip(protos.labels, sims[0])}
+            if answers[0] != action:
+                action = answers[0]
+                confidence = 1.0 - float(probs[self.labels.index(NONE)]) if NONE in self.labels else 1.0
         return Prediction(
-            action=self.labels[k], confidence=float(probs[k]),
+            action=action, confidence=confidence,
             scores={a: float(p) for a, p in zip(self.labels, probs)},
-            delta=out.delta[j].float().cpu().numpy(),
+            similarity=similarity,
+            delta=delta,
             topk_delta=None if out.topk_delta is None else out.topk_delta[j].float().cpu().numpy(),
             topk_index=None if out.topk_index is None else out.topk_index[j].cpu().numpy(),
             timings_ms=timings)

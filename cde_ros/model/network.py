@@ -22,7 +22,8 @@ Heads (`head`):
 A linear classifier maps the aggregated delta (or the baseline's concatenation) to the actions.
 
 Files: ``model.safetensors`` (weights) and ``model.json`` (labels, backbone, preprocessing, head,
-K, training config and metrics). Loading never unpickles anything.
+K, training config and metrics); ``prototypes.safetensors`` where the model has class prototypes
+(`cde_ros.model.prototypes`: unknown_change, enrolled actions). Loading never unpickles anything.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from torch import nn
 
 from ..core.preprocess import Preprocessing
 from . import decision
+from .prototypes import FILE as PROTOTYPES_FILE, Prototypes
 
 HEADS = ("global", "patch", "baseline")
 PATCH_POOLS = ("norm", "scored")
@@ -263,6 +265,9 @@ class CausalDeltaModel(nn.Module):
         # the `none` operating point (model.decision): not a weight; chosen on validation pairs
         # after training, saved in model.json under "decision" with how it was chosen
         self.decision: dict[str, Any] = {"none_logit_bias": 0.0}
+        # class prototypes in delta space (model.prototypes): unknown_change and enrolled actions;
+        # None: the classifier alone answers
+        self.prototypes: Prototypes | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -337,7 +342,9 @@ class CausalDeltaModel(nn.Module):
         os.chmod(tmp_w, 0o644)  # save_file writes a new file (0600), not into the one _tmp_path made
         weights_hash = _sha256(tmp_w)  # read once for both ids
         weights_id = weights_hash.hexdigest()[:16]
-        model_id = _model_id(weights_hash, self.none_logit_bias, self.preprocessing.register_max_shift)
+        protos = self.prototypes
+        model_id = _model_id(weights_hash, self.none_logit_bias, self.preprocessing.register_max_shift,
+                             protos.digest() if protos is not None else "")
         config = asdict(self.config)
         meta = {
             "format_version": FORMAT_VERSION,
@@ -353,9 +360,19 @@ class CausalDeltaModel(nn.Module):
             "model_config": config,
             "decision": dict(self.decision),
         }
-        meta.update({k: v for k, v in (extra or {}).items() if k not in meta})
+        if protos is not None:
+            meta["prototypes"] = protos.meta()
+        # ("prototypes" of a passed-back meta is this model's only when it has them: written above)
+        meta.update({k: v for k, v in (extra or {}).items() if k not in meta and k != "prototypes"})
         tmp_m = _tmp_path(out, META_FILE)
         tmp_m.write_text(json.dumps(meta, indent=2, sort_keys=False, default=_json_default) + "\n")
+        if protos is not None:
+            tmp_p = _tmp_path(out, PROTOTYPES_FILE)
+            protos.save(tmp_p)
+            os.chmod(tmp_p, 0o644)
+            os.replace(tmp_p, out / PROTOTYPES_FILE)
+        elif (out / PROTOTYPES_FILE).exists():  # an older model's: not this one's
+            (out / PROTOTYPES_FILE).unlink()
         os.replace(tmp_w, out / WEIGHTS_FILE)
         os.replace(tmp_m, out / META_FILE)
         return model_id
@@ -396,6 +413,14 @@ class CausalDeltaModel(nn.Module):
             raise ModelFileError(f"{weights} does not match {META_FILE} (another architecture): {first}") from None
         if missing or unexpected:
             raise ModelFileError(f"{weights} does not match {META_FILE}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        if meta.get("prototypes") is not None:
+            try:
+                model.prototypes = Prototypes.load(d / PROTOTYPES_FILE, meta["prototypes"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ModelFileError(f"{d}: model.json names prototypes that cannot be used: {exc}") from None
+            if model.prototypes.vectors.shape[1:] != (config.embed_dim,):
+                raise ModelFileError(f"{d / PROTOTYPES_FILE} holds vectors of shape {model.prototypes.vectors.shape}, "
+                                     f"the model's deltas have {config.embed_dim} dimensions")
         model.eval()
         return model, meta
 
@@ -418,6 +443,7 @@ def init_from(directory: str | Path, labels: list[str], top_k: int | None = None
             head.bias[labels.index(a)] = model.classifier.bias[old.index(a)]
     model.classifier = head
     model.decision = {"none_logit_bias": 0.0}
+    model.prototypes = None  # deltas move in the new training: prototypes are made again (calibrate --unknown)
     model.train()
     info = {"model_dir": str(directory), "model_id": meta["model_id"], "weights_id": meta.get("weights_id"),
             "labels_kept": kept, "labels_new": [a for a in labels if a not in old],
@@ -450,21 +476,25 @@ def _tmp_path(directory: Path, name: str) -> Path:
     return Path(p)
 
 
-def model_id_for(weights: Path, none_logit_bias: float, register_max_shift: float = 0.0) -> str:
+def model_id_for(weights: Path, none_logit_bias: float, register_max_shift: float = 0.0,
+                 prototypes: str = "") -> str:
     """The model id names what a model answers: its weights file, its `none` operating point
     when that is not 0, and its after-frame registration when that is on (so a plain model's id
     is its weights' hash, `weights_id`)."""
-    return _model_id(_sha256(weights), none_logit_bias, register_max_shift)
+    return _model_id(_sha256(weights), none_logit_bias, register_max_shift, prototypes)
 
 
-def _model_id(weights_hash: "hashlib._Hash", none_logit_bias: float, register_max_shift: float = 0.0) -> str:
+def _model_id(weights_hash: "hashlib._Hash", none_logit_bias: float, register_max_shift: float = 0.0,
+              prototypes: str = "") -> str:
     """First 16 hex digits of sha256(weights file bytes [+ the bias, when not 0]
-    [+ the registration bound, when not 0])."""
+    [+ the registration bound, when not 0] [+ the prototypes' digest, when there are any])."""
     h = weights_hash.copy()
     if none_logit_bias:
         h.update(f"none_logit_bias={float(none_logit_bias)!r}".encode())
     if register_max_shift:
         h.update(f"register_max_shift={float(register_max_shift)!r}".encode())
+    if prototypes:
+        h.update(f"prototypes={prototypes}".encode())
     return h.hexdigest()[:16]
 
 

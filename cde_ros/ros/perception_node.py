@@ -574,6 +574,8 @@ class PerceptionNode(LifecycleNode):
             action = pred.action if pred.confidence >= threshold else "unknown"
             payload.update(action=action, confidence=round(pred.confidence, 4),
                            scores={k: round(v, 4) for k, v in pred.scores.items()})
+            if pred.similarity is not None:  # a model with prototypes (unknown_change, enrolled actions)
+                payload["similarity"] = {k: round(v, 4) for k, v in pred.similarity.items()}
         else:
             payload.update(action=None, confidence=None, scores={}, detail=o.detail)
         payload["expected_action"] = o.expected_action

@@ -322,7 +322,11 @@ FEW_SHOT_STEPS = 200  # optimizer steps per run, whatever k (fixed beforehand, n
 # training data (REPLAY_PER_LABEL pairs per label of the suite's `train` split) mixed in; the same
 # with the environment-invariance term (loss.alpha_env = ENV_WEIGHT) between the new cell's pairs
 # and the replayed ones, so the term's effect is measured apart from the replay's
-FEW_SHOT_STARTS = ("scratch", "init", "init+replay", "init+replay+env")
+# `init+prototypes` trains nothing: the init model's classifier still says whether anything
+# changed, the action is the nearest of the k shots' class prototypes (cde_ros.model.prototypes);
+# `finetune+replay` is init+replay with the whole network learning (backbone learning rate x
+# training.backbone_lr_scale, 0.1 from --init) whatever the config freezes
+FEW_SHOT_STARTS = ("scratch", "init", "init+replay", "init+replay+env", "init+prototypes", "finetune+replay")
 REPLAY_PER_LABEL = 30
 ENV_WEIGHT = 1.0
 
@@ -380,13 +384,17 @@ def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, 
         for seed in seeds:
             shots = draw_episodes(pool, k, seed)
             for start in starts:
+                if start == "init+prototypes":
+                    rows.append(_prototype_shots(init_dir, shots, tests, k, seed, log))
+                    _write_few_shot(rows, out, meta["model_id"], init_dir)
+                    continue
                 data_pairs = shots
                 if "replay" in start:
                     data_pairs = PairSet.concat([shots, draw_episodes(source, REPLAY_PER_LABEL, seed)])
                 epochs = _epochs_for(len(data_pairs), cfg.training.batch_size, steps)
                 # few labelled pairs: no validation pairs to spare, so no none operating point (bias 0)
                 tc = replace(cfg.training, epochs=epochs, seed=seed, none_recall_target=0.0)
-                if start == "scratch":  # a random backbone must learn: the config's freezing is for the init starts
+                if start in ("scratch", "finetune+replay"):  # the config's freezing is for the other init starts
                     tc = replace(tc, freeze_backbone=0)
                 if start.endswith("+env"):
                     tc = replace(tc, loss=replace(tc.loss, alpha_env=ENV_WEIGHT))
@@ -407,6 +415,32 @@ def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, 
     return rows
 
 
+def _prototype_shots(init_dir: Path, shots: PairSet, tests: dict[str, PairSet], k: int, seed: int,
+                     log: Callable[[str], None]) -> dict:
+    """The `init+prototypes` start: no training; every action's prototype from the k shots, the
+    init model's classifier (at its operating point) for whether anything changed, the nearest
+    prototype for which action."""
+    from ..model.network import CausalDeltaModel
+    from ..model.prototypes import classifier_picks, from_pairs
+
+    t0 = time.perf_counter()
+    model, _ = CausalDeltaModel.load(init_dir)
+    _, deltas = classifier_picks(model, shots)
+    protos = from_pairs(deltas, shots.actions, model.labels)
+    protos.enrolled = list(protos.labels)  # every action competes, not only the classifier's pick
+    seconds = time.perf_counter() - t0
+    row = {"k": k, "seed": seed, "start": "init+prototypes", "pairs": len(shots), "shots": len(shots), "epochs": 0,
+           "steps": 0, "freeze_backbone": "all", "train_seconds": round(seconds, 1)}
+    for name, pairs in tests.items():
+        picks, test_deltas = classifier_picks(model, pairs)
+        answers, _ = protos.decide(picks, test_deltas, None)
+        m = classification_metrics(pairs.actions, answers, list(model.labels))
+        row[name] = {key: m[key] for key in ("accuracy", "false_success_rate", "false_failure_rate", "per_class", "n")}
+    log(f"k={k} seed {seed} init+prototypes: " + ", ".join(f"{n} {row[n]['accuracy']:.3f}" for n in tests) +
+        f" ({seconds:.0f} s)")
+    return row
+
+
 def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path) -> None:
     (out / "fewshot.json").write_text(json.dumps({"init_model_id": init_id, "init_dir": str(init_dir), "rows": rows},
                                                  indent=1) + "\n")
@@ -416,7 +450,7 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path) -
         v = v[~np.isnan(v)]
         return f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}" if len(v) else "n/a"
 
-    frozen = {r.get("freeze_backbone", 0) for r in rows if r["start"] != "scratch"}
+    frozen = {r.get("freeze_backbone", 0) for r in rows if r["start"] in ("init", "init+replay", "init+replay+env")}
     how = ("backbone frozen, its tokens computed once (`training.freeze_backbone: all`)" if frozen == {"all"}
            else "backbone learning rate x0.1")
     steps = rows[0].get("steps", FEW_SHOT_STEPS) if rows else FEW_SHOT_STEPS
@@ -426,9 +460,12 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path) -
              f"classes. `init`: from model {init_id} (`cde-ros train --init`: {how}); "
              f"`scratch`: the same recipe from random weights; `+replay`: {REPLAY_PER_LABEL} pairs per label of the "
              f"init model's own training recordings mixed in; `+env`: with the environment-invariance term "
-             f"(loss.alpha_env {ENV_WEIGHT:g}) between the new cell's pairs and the replayed ones. {steps} "
-             "optimizer steps per run (scratch: the whole network learns); plain argmax (too few pairs to choose a "
-             "`none` operating point on). Mean ± std over seeds.", "",
+             f"(loss.alpha_env {ENV_WEIGHT:g}) between the new cell's pairs and the replayed ones; `finetune+replay`: "
+             f"init+replay with the whole network learning (backbone learning rate x0.1); `init+prototypes`: no "
+             f"training, the init model's classifier at its operating point says whether anything changed and the "
+             f"nearest of the k shots' class prototypes which action (`cde_ros.model.prototypes`). {steps} "
+             "optimizer steps per run (scratch: the whole network learns); plain argmax for the trained starts (too "
+             "few pairs to choose a `none` operating point on). Mean ± std over seeds.", "",
              "| k | start | seeds | held-out combinations | false success | false failure | held-out classes | "
              "false success | false failure | train s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for k in sorted({r["k"] for r in rows}):
@@ -446,12 +483,14 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path) -
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
     for ax, split, title in zip(axes, ("style_comp", "style_syst"), ("held-out combinations", "held-out classes")):
-        for start, color in zip(FEW_SHOT_STARTS, ("tab:gray", "tab:blue", "tab:green", "tab:orange")):
+        for start, color in zip(FEW_SHOT_STARTS, ("tab:gray", "tab:blue", "tab:green", "tab:orange", "tab:purple",
+                                                  "tab:red")):
             ks = sorted({r["k"] for r in rows if r["start"] == start})
             if not ks:
                 continue
             acc = [[r[split]["accuracy"] for r in rows if r["k"] == k and r["start"] == start] for k in ks]
-            name = start.replace("init", "from the init model").replace("scratch", "from scratch")
+            name = (start.replace("finetune", "init (whole network)").replace("init", "from the init model")
+                    .replace("scratch", "from scratch"))
             ax.errorbar(ks, [np.mean(a) for a in acc], yerr=[np.std(a) for a in acc], marker="o", color=color,
                         label=name, capsize=3)
         ax.set_xscale("log")
@@ -464,3 +503,172 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path) -
     axes[0].set_ylabel("accuracy")
     axes[0].legend(loc="lower right", fontsize=8)
     _save(fig, out / "fewshot.png")
+
+
+# ------------------------------------------------------------------------------- open set
+
+OPEN_SET_TESTS = ("comp", "syst")  # held-out combinations and object classes, training scene style
+ENROLL_KS = (1, 5, 10)
+
+
+def _open_set_split(protos, picks: list[str], deltas: np.ndarray, truth: list[str], held_out: set[str],
+                    msp: np.ndarray) -> dict:
+    """What the unknown_change rule does on one test split: AUROC of the novelty score
+    (1 - the best cosine to a known action's prototype) for held-out against known actions (and,
+    as the usual baseline, of 1 - the classifier's largest action probability, `msp`), and the
+    answers at the model's threshold."""
+    from ..model.prototypes import UNKNOWN, auroc
+
+    known_actions = [i for i, a in enumerate(protos.labels) if a not in protos.enrolled]
+    sims = protos.similarities(deltas)[:, known_actions]
+    novelty = 1.0 - sims.max(1)
+    truth_a = np.array(truth)
+    new = np.isin(truth_a, sorted(held_out))
+    known_change = ~new & (truth_a != "none")
+    changed = np.array([p != "none" for p in picks])
+    with_rule, _ = protos.decide(picks, deltas)
+    without, _ = protos.decide(picks, deltas, None)
+    known = ~new
+    hits = lambda ans, m: float(np.mean([a == t for a, t, k in zip(ans, truth, m) if k])) if m.any() else float("nan")  # noqa: E731
+    share = lambda ans, m, what: float(np.mean([what(a) for a, k in zip(ans, m) if k])) if m.any() else float("nan")  # noqa: E731
+    return {
+        "n": len(truth), "held_out_pairs": int(new.sum()), "known_action_pairs": int(known_change.sum()),
+        "auroc": auroc(novelty[new], novelty[known_change]),
+        "auroc_read_as_change": auroc(novelty[new & changed], novelty[known_change & changed]),
+        "auroc_max_probability": auroc(1.0 - msp[new], 1.0 - msp[known_change]),
+        "held_out_answers": {
+            "unknown_change": share(with_rule, new, lambda a: a == UNKNOWN),
+            "none": share(with_rule, new, lambda a: a == "none"),
+            "known_action": share(with_rule, new, lambda a: a not in (UNKNOWN, "none"))},
+        "known_accuracy": {"without": hits(without, known), "with": hits(with_rule, known)},
+        "known_read_as_unknown": share(with_rule, known, lambda a: a == UNKNOWN),
+    }
+
+
+def open_set(data: Path, model_dir: Path, out: Path, ks: tuple[int, ...] = ENROLL_KS,
+             seeds: tuple[int, ...] = FEW_SHOT_SEEDS, cache_dir: Path | None = None,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Changes the model does not know, and new actions from a few examples: `model_dir` was
+    trained with some actions left out (`cde-ros train --skip-actions`, recorded in model.json)
+    and given prototypes and its unknown_change threshold on validation pairs (`cde-ros calibrate
+    --unknown`). On the held-out combinations and object classes: how the rule separates the
+    left-out actions from the known ones; then each left-out action is enrolled from k of its
+    events of the `train` split (which the training left out; seeds draw them) and both kinds of
+    action are scored. Writes `open_set_<model dir name>.md`, `.json` and `.png` into `out`."""
+    from copy import deepcopy
+
+    from ..data.pairing import PairingConfig
+    from ..model.network import CausalDeltaModel
+    from ..model.prototypes import classifier_outputs, classifier_picks, enroll
+
+    model, meta = CausalDeltaModel.load(model_dir)
+    held_out = set(meta.get("skipped_actions") or [])
+    if not held_out:
+        raise ValueError(f"{model_dir} was trained on every action: train one with --skip-actions for this benchmark")
+    if model.prototypes is None:
+        raise ValueError(f"{model_dir} has no prototypes: cde-ros calibrate {model_dir} VALIDATION_BAGS --unknown")
+    pairing = PairingConfig(**meta["pairing"]) if "pairing" in meta else PairingConfig()
+    pre = model.preprocessing
+    t0 = time.perf_counter()
+    tests = {}
+    for name in OPEN_SET_TESTS:
+        pairs = read_split(data, name, pre, pairing, cache_dir, log)
+        picks, deltas, probs = classifier_outputs(model, pairs)
+        actions = [i for i, a in enumerate(model.labels) if a != "none"]
+        tests[name] = (pairs.actions, picks, deltas, probs[:, actions].max(1))
+    pool = read_split(data, "train", pre, pairing, cache_dir, log)
+    pool = pool.subset(np.flatnonzero(np.isin(pool.actions, sorted(held_out))))
+    _, pool_deltas = classifier_picks(model, pool)
+    result: dict[str, Any] = {"model_dir": str(model_dir), "model_id": meta["model_id"], "data": str(data),
+                              "held_out_actions": sorted(held_out), "labels": list(model.labels),
+                              "unknown_threshold": model.prototypes.threshold,
+                              "calibration": model.prototypes.info, "splits": {}, "enroll": []}
+    for name, (truth, picks, deltas, msp) in tests.items():
+        result["splits"][name] = m = _open_set_split(model.prototypes, picks, deltas, truth, held_out, msp)
+        log(f"{name}: AUROC {m['auroc']:.3f}; held-out actions -> unknown_change {m['held_out_answers']['unknown_change']:.2f}, "
+            f"none {m['held_out_answers']['none']:.2f}, a known action {m['held_out_answers']['known_action']:.2f}; known "
+            f"accuracy {m['known_accuracy']['without']:.3f} -> {m['known_accuracy']['with']:.3f}")
+    for k in ks:
+        for seed in seeds:
+            enrolled = deepcopy(model)
+            for action in sorted(held_out):
+                idx = np.flatnonzero(np.asarray(pool.actions) == action)
+                pick = np.random.default_rng([seed, k, 23]).choice(idx, size=min(k, len(idx)), replace=False)
+                enroll(enrolled, pool_deltas[pick], action, source=f"{len(pick)} train-split events, seed {seed}")
+            row = {"k": k, "seed": seed}
+            for name, (truth, picks, deltas, _) in tests.items():
+                answers, _ = enrolled.prototypes.decide(picks, deltas)
+                new = np.isin(truth, sorted(held_out))
+                acc = lambda m: float(np.mean([a == t for a, t, q in zip(answers, truth, m) if q])) if m.any() else float("nan")  # noqa: E731
+                row[name] = {"held_out_accuracy": acc(new), "known_accuracy": acc(~new),
+                             "accuracy": acc(np.ones(len(truth), bool))}
+            result["enroll"].append(row)
+            log(f"enroll k={k} seed {seed}: " + ", ".join(
+                f"{n} held-out {row[n]['held_out_accuracy']:.3f} known {row[n]['known_accuracy']:.3f}" for n in tests))
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    name = Path(model_dir).name
+    (out / f"open_set_{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / f"open_set_{name}.md").write_text(_open_set_markdown(result))
+    _open_set_plot(result, out / f"open_set_{name}.png")
+    return result
+
+
+def _open_set_markdown(r: dict) -> str:
+    v = r["calibration"]["validation"]
+    lines = [f"# Unknown changes and enrolled actions: model {r['model_id']}", "",
+             f"`{r['model_dir']}` was trained on the suite's `train` split without the actions "
+             f"{', '.join(r['held_out_actions'])} (`cde-ros train --skip-actions`), its `none` operating point and its "
+             f"prototypes and unknown_change threshold (cosine {r['unknown_threshold']:.3f}) chosen on the `val` "
+             f"split's pairs of the known labels (`cde-ros calibrate --unknown`: validation accuracy "
+             f"{v['accuracy']['without']:.3f} -> {v['accuracy']['with']:.3f}). Tested on the held-out combinations "
+             "(comp) and object classes (syst) of the training scene style; no choice looked at them.", "",
+             "AUROC: the novelty score (1 - the best cosine similarity to a known action's prototype) telling the "
+             "held-out actions' pairs from the known actions' (all pairs / those the classifier reads as a change); "
+             "baseline: 1 - the classifier's largest action probability. Answers of the held-out actions' pairs at "
+             "the threshold, and the known labels' accuracy without and with the rule.",
+             "", "| split | held-out pairs | known-action pairs | AUROC | AUROC (read as change) | AUROC baseline | "
+             "held-out -> unknown_change | -> none | -> a known action | known accuracy without -> with the rule | "
+             "ratio |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, m in r["splits"].items():
+        h, ka = m["held_out_answers"], m["known_accuracy"]
+        lines.append(f"| {name} | {m['held_out_pairs']} | {m['known_action_pairs']} | {m['auroc']:.3f} | "
+                     f"{m['auroc_read_as_change']:.3f} | {m['auroc_max_probability']:.3f} | {h['unknown_change']:.2f} | {h['none']:.2f} | "
+                     f"{h['known_action']:.2f} | {ka['without']:.3f} -> {ka['with']:.3f} | "
+                     f"{ka['with'] / ka['without'] if ka['without'] else float('nan'):.3f} |")
+    lines += ["", f"Enrolled (`cde-ros enroll`): each held-out action from k of its `train`-split events (never "
+              f"trained on), {len({e['seed'] for e in r['enroll']})} draws; accuracy on the held-out actions' pairs "
+              "and on the known labels' pairs (mean ± std over draws).", "",
+              "| k | comp: held-out | comp: known | syst: held-out | syst: known |", "|---|---|---|---|---|"]
+    for k in sorted({e["k"] for e in r["enroll"]}):
+        rows = [e for e in r["enroll"] if e["k"] == k]
+        cell = lambda s, key: f"{np.mean([e[s][key] for e in rows]):.3f} ± {np.std([e[s][key] for e in rows]):.3f}"  # noqa: E731
+        lines.append(f"| {k} | {cell('comp', 'held_out_accuracy')} | {cell('comp', 'known_accuracy')} | "
+                     f"{cell('syst', 'held_out_accuracy')} | {cell('syst', 'known_accuracy')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _open_set_plot(r: dict, path: Path) -> None:
+    from .evaluation import _pyplot, _save
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    ks = sorted({e["k"] for e in r["enroll"]})
+    for ax, split, title in zip(axes, OPEN_SET_TESTS, ("held-out combinations", "held-out classes")):
+        for key, color, name in (("held_out_accuracy", "tab:orange", "enrolled actions"),
+                                 ("known_accuracy", "tab:blue", "known labels")):
+            vals = [[e[split][key] for e in r["enroll"] if e["k"] == k] for k in ks]
+            ax.errorbar(ks, [np.mean(v) for v in vals], yerr=[np.std(v) for v in vals], marker="o", color=color,
+                        label=name, capsize=3)
+        ax.axhline(r["splits"][split]["known_accuracy"]["without"], color="tab:blue", ls=":", lw=1,
+                   label="known labels, nothing enrolled, no unknown rule")
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_title(f"{split}: {title}")
+        ax.set_xlabel("enrolled examples per action")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(loc="lower right", fontsize=7)
+    _save(fig, path)

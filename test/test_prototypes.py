@@ -1,0 +1,142 @@
+"""Class prototypes in delta space: the unknown_change rule, its threshold, enrolled actions, the
+files and model id, `calibrate --unknown` and `enroll` on real bags, and the node's answer."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from cde_ros.model.network import CausalDeltaModel, ModelFileError
+from cde_ros.model.prototypes import (FILE, UNKNOWN, Prototypes, auroc, choose_threshold, enroll, from_pairs,
+                                      prototype)
+
+
+def _axes(*names: str) -> Prototypes:
+    """Prototypes along the first unit axes of R^4."""
+    return Prototypes(list(names), np.eye(4, dtype=np.float32)[:len(names)], {n: 3 for n in names})
+
+
+def test_a_prototype_is_the_unit_mean_of_unit_examples():
+    p = prototype(np.array([[10.0, 0.0], [0.0, 0.1]]))  # the sizes do not weigh: directions do
+    assert np.allclose(p, [2 ** -0.5, 2 ** -0.5])
+    with pytest.raises(ValueError, match="at least one example"):
+        prototype(np.zeros((0, 2)))
+    protos = from_pairs(np.array([[1.0, 0], [2, 0], [0, 1], [0, 0.5]]), ["open", "open", "close", "none"],
+                        ["open", "close", "none"])
+    assert protos.labels == ["open", "close"] and protos.counts == {"open": 2, "close": 1}  # `none` has none
+
+
+def test_the_rule_keeps_none_flags_far_changes_and_lets_a_closer_enrolled_action_win():
+    p = _axes("open", "close")
+    deltas = np.array([[1.0, 0.1, 0, 0], [0.05, 0.05, 1, 0], [1, 0, 0, 0]])
+    answers, sims = p.decide(["open", "open", "none"], deltas, threshold=0.5)
+    assert answers == ["open", UNKNOWN, "none"]  # the second points nowhere known; none stays none
+    assert sims.shape == (3, 2) and sims[0, 0] > 0.99
+    assert p.decide(["open", "open", "none"], deltas, threshold=None)[0] == ["open", "open", "none"]
+    # an enrolled `wipe` along the third axis takes the pair it is closest to, not the others
+    p = Prototypes(["open", "close", "wipe"], np.eye(4, dtype=np.float32)[:3], {}, enrolled=["wipe"], threshold=0.5)
+    assert p.decide(["open", "open", "close"], np.array([[0.1, 0, 1, 0], [1, 0, 0.2, 0], [0, 0, 0, 1.0]]))[0] == [
+        "wipe", "open", UNKNOWN]
+    with pytest.raises(ValueError, match="no prototype"):
+        Prototypes(["open"], np.eye(4)[:1], {}, enrolled=["wipe"])
+    with pytest.raises(ValueError, match="in \\[-1, 1\\]"):
+        Prototypes(["open"], np.eye(4)[:1], {}, threshold=2.0)
+
+
+def test_the_threshold_is_the_largest_that_keeps_the_accuracy_share():
+    p = _axes("open", "close")
+    rng = np.random.default_rng(0)
+    # 20 correct open pairs at growing angles from the prototype, 5 none pairs read as none
+    angles = np.linspace(0.0, 1.2, 20)
+    deltas = np.concatenate([np.stack([np.cos(angles), np.sin(angles), 0 * angles, 0 * angles], 1),
+                             rng.normal(size=(5, 4))])
+    truth = ["open"] * 20 + ["none"] * 5
+    picks = list(truth)
+    chosen = choose_threshold(p, picks, deltas, truth, keep=0.8)
+    t = chosen["unknown_threshold"]
+    v = chosen["validation"]
+    assert v["accuracy"]["without"] == 1.0 and v["accuracy"]["with"] >= 0.8
+    # exactly the 5 widest of the 25 pairs fall below it: one more would break the 0.8 share
+    assert np.sum(np.cos(angles) < t) == 5 and v["actions_read_as_unknown"] == pytest.approx(5 / 20)
+    assert choose_threshold(p, picks, deltas, truth, keep=1.0)["unknown_threshold"] <= np.cos(angles[-1]) + 1e-6
+    with pytest.raises(ValueError, match="keep"):
+        choose_threshold(p, picks, deltas, truth, keep=0.0)
+
+
+def test_auroc_counts_ranks_and_ties():
+    assert auroc(np.array([3.0, 4]), np.array([1.0, 2])) == 1.0
+    assert auroc(np.array([1.0]), np.array([2.0])) == 0.0
+    assert auroc(np.array([1.0, 1]), np.array([1.0])) == 0.5
+    assert np.isnan(auroc(np.array([]), np.array([1.0])))
+
+
+def test_prototypes_are_saved_beside_the_weights_and_named_by_the_model_id(tmp_path, tiny_model):
+    model, meta = CausalDeltaModel.load(tiny_model)
+    d = model.config.embed_dim
+    plain_id = model.save(tmp_path / "plain", meta)
+    rng = np.random.default_rng(1)
+    model.prototypes = Prototypes(["open", "close"], rng.normal(size=(2, d)), {"open": 4, "close": 5}, threshold=0.2)
+    with_id = model.save(tmp_path / "p", meta)
+    assert with_id != plain_id and (tmp_path / "p" / FILE).is_file()
+    loaded, m2 = CausalDeltaModel.load(tmp_path / "p")
+    assert m2["model_id"] == with_id and m2["prototypes"]["labels"] == ["open", "close"]
+    assert np.allclose(loaded.prototypes.vectors, model.prototypes.vectors) and loaded.prototypes.threshold == 0.2
+    enroll(loaded, rng.normal(size=(3, d)), "wipe", source="test")
+    enrolled_id = loaded.save(tmp_path / "p", m2)
+    assert enrolled_id not in (with_id, plain_id)
+    again, m3 = CausalDeltaModel.load(tmp_path / "p")
+    assert again.prototypes.enrolled == ["wipe"] and m3["prototypes"]["counts"]["wipe"] == 3
+    # the model without them again: the file goes, model.json names none
+    again.prototypes = None
+    assert again.save(tmp_path / "p", m3) == plain_id and not (tmp_path / "p" / FILE).exists()
+    assert "prototypes" not in json.loads((tmp_path / "p" / "model.json").read_text())
+    # a model.json naming prototypes whose file is gone is one clear error
+    shutil.copytree(tmp_path / "plain", tmp_path / "broken")
+    meta_b = json.loads((tmp_path / "broken" / "model.json").read_text())
+    meta_b["prototypes"] = m2["prototypes"]
+    (tmp_path / "broken" / "model.json").write_text(json.dumps(meta_b))
+    with pytest.raises(ModelFileError, match="prototypes"):
+        CausalDeltaModel.load(tmp_path / "broken")
+    with pytest.raises(ValueError, match="one of the classifier's labels"):
+        enroll(model, rng.normal(size=(3, d)), "open")
+
+
+def test_calibrate_unknown_and_enroll_on_recorded_events(tmp_path, tiny_model):
+    from cde_ros.model.inference import Predictor
+    from cde_ros.synthetic.scenes import SceneConfig, generate_pairs
+
+    bag = tmp_path / "val"
+    # 120 events of seed 7 hold 20 or more `none` pairs, what the operating point needs
+    run_cli("record-synthetic", str(bag), "--events", "120", "--seed", "7", "--split", "val", "--quiet")
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model, model)
+    # enroll needs the model's own prototypes first: one sentence saying how to make them
+    no = run_cli("enroll", str(model), str(bag), "--action", "open", "--no-cache", check=False)
+    assert no.returncode == 2 and "calibrate" in no.stderr and "Traceback" not in no.stderr
+    proc = run_cli("calibrate", str(model), str(bag), "--target", "0.5", "--unknown", "--no-cache", "--quiet")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    meta = json.loads((model / "model.json").read_text())
+    p = meta["prototypes"]
+    assert out["model_id"] == meta["model_id"] != out["previous_model_id"]
+    assert -1 <= p["unknown_threshold"] <= 1 and p["validation"]["accuracy"]["with"] >= 0.95 * p["validation"][
+        "accuracy"]["without"] - 1e-9
+    # a new action from the events relabelled `wipe` in a sidecar
+    rows = ["bag,event_id,start,end,action"] + [f",ev-{i:04d},,,wipe" for i in range(0, 120, 12)]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    clash = run_cli("enroll", str(model), str(bag), "--action", "open", "--no-cache", check=False)
+    assert clash.returncode == 2 and "classifier's labels" in clash.stderr
+    missing = run_cli("enroll", str(model), str(bag), "--action", "stir", "--no-cache", check=False)
+    assert missing.returncode == 2 and "labelled 'stir'" in missing.stderr
+    done = json.loads(run_cli("enroll", str(model), str(bag), "--action", "wipe", "--labels",
+                              str(tmp_path / "labels.csv"), "--no-cache", "--out", str(tmp_path / "e"),
+                              "--quiet").stdout.strip().splitlines()[-1])
+    assert done["examples"] == 10 and done["previous_model_id"] == meta["model_id"] != done["model_id"]
+    predictor = Predictor(tmp_path / "e", device="cpu")
+    assert predictor.model_id == done["model_id"] and predictor.model.prototypes.enrolled == ["wipe"]
+    pairs = generate_pairs("val", 12, SceneConfig(), seed=5)
+    preds = predictor.classify_pairs(list(pairs.before), list(pairs.after))
+    allowed = set(predictor.labels) | {"wipe", UNKNOWN}
+    assert all(set(pr.similarity) == set(p["labels"]) | {"wipe"} and pr.action in allowed for pr in preds)
