@@ -137,6 +137,19 @@ def test_after_frame_that_never_comes():
     assert out[0].status == "no_after_frame" and out[0].before.stamp_ns == 0
 
 
+def test_an_after_frame_stamped_long_after_the_settle_time_is_late_not_taken():
+    """The camera fell silent after the end: the next frame (5 s later) shows a later scene. It
+    is answered `late_after_frame`, never paired; a frame within after_wait still pairs."""
+    p = make(pre=0, post=100, after_wait_s=1.0)
+    out = feed(p, [frame(0), EventPhase("start", "a", 5 * MS), frame(10), EventPhase("end", "a", 50 * MS),
+                   frame(5_150)])
+    assert [(o.event_id, o.status) for o in out if o.kind != "before"] == [("a", "late_after_frame")]
+    assert "5.0 s later, more than after_wait 1 s" in out[-1].detail
+    out = feed(p, [EventPhase("start", "b", 5_200 * MS), frame(5_250), EventPhase("end", "b", 5_300 * MS),
+                   frame(6_300)])
+    assert [(o.event_id, o.status) for o in out if o.kind != "before"] == [("b", "ok")]
+
+
 def test_flush_at_end_of_recording():
     p = make(pre=0, post=0)
     feed(p, [frame(0), EventPhase("start", "a", 0), frame(10)])

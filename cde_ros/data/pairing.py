@@ -10,7 +10,9 @@ Outcomes:
 - `Outcome(kind="pair", status="ok")`: both frames are known.
 - `Outcome(kind="error", status=...)`: the event ends without a pair: `no_before_frame` (none
   at all, or only one older than `max_before_age_s` before start - pre_offset: the camera was
-  silent), `no_after_frame`, `timeout` (a start that never ended), `end_without_start`,
+  silent), `no_after_frame` (none came within `after_wait_s`), `late_after_frame` (the first
+  frame at or after end + post_settle is stamped more than `after_wait_s` later: after such a
+  silence it shows a later scene, so it is not taken), `timeout` (a start that never ended), `end_without_start`,
   `end_before_start`, `dropped` (too many open events), `clock_jump`, `bad_event` (a stamp
   more than `max_stamp_skew_s` from the data clock).
 
@@ -38,7 +40,7 @@ class PairingConfig:
     post_settle_s: float = 0.3
     max_event_duration_s: float = 30.0
     # how long after `end + post_settle` to wait for an after frame before giving up (a frame
-    # stamped later than that is not taken either: no_after_frame)
+    # stamped later than that is not taken either: late_after_frame)
     after_wait_s: float = 2.0
     max_open_events: int = 32
     # the before frame may be at most this much older than start - pre_offset (a silent camera)
@@ -285,7 +287,7 @@ class EventPairer:
                                f"no frame at or after {stamps.seconds(ev.end_ns + self._post):.3f} s arrived")]
         late = after.stamp_ns - (ev.end_ns + self._post)
         if late > self.cfg.after_wait_s * NS:  # the camera was silent: that frame shows a later scene
-            return [self._fail(ev, "no_after_frame",
+            return [self._fail(ev, "late_after_frame",
                                f"the first frame after {stamps.seconds(ev.end_ns + self._post):.3f} s came "
                                f"{stamps.seconds(late):.1f} s later, more than after_wait {self.cfg.after_wait_s:g} s")]
         del self._open[ev.event_id]

@@ -90,7 +90,7 @@ PARAMS: dict[str, _Param] = {
     "post_settle": _Param(0.3, "After frame: oldest frame with stamp >= end + post_settle (s).", range=(0.0, 60.0)),
     "max_event_duration": _Param(30.0, "A start without an end for this long times out (s).", range=(0.1, 3600.0)),
     "after_wait": _Param(2.0, "Give up waiting for the after frame this long after end + post_settle (s); a frame "
-                         "stamped later is not taken either (no_after_frame).",
+                         "stamped later is not taken either (late_after_frame).",
                          range=(0.0, 600.0)),
     "max_before_age": _Param(2.0, "The before frame may be at most this much older than start - pre_offset; else "
                              "no_before_frame (the camera was silent) (s).", range=(0.01, 600.0)),
