@@ -98,8 +98,9 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | Path) -> Path:
-    fig.tight_layout()
+def _save(fig, path: str | Path, rect: tuple[float, float, float, float] | None = None) -> Path:
+    """Lay out (within `rect` of the figure, e.g. to leave room for a legend below) and write."""
+    fig.tight_layout(rect=rect)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -670,5 +670,6 @@ def _open_set_plot(r: dict, path: Path) -> None:
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy")
-    axes[0].legend(loc="lower right", fontsize=7)
-    _save(fig, path)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=3, fontsize=8)
+    _save(fig, path, rect=(0, 0.08, 1, 1))
