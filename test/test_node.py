@@ -514,6 +514,9 @@ def test_planner_verdicts_follow_the_contract():
     assert verdict({"status": "ok", "action": "close", "verified": False}) == "replan"
     assert verdict({"status": "no_after_frame", "action": None, "verified": None}) == "check"
     assert verdict({"status": "ok", "action": "none", "verified": None}) == "retry"  # nothing was commanded
+    # something changed that the model does not know: neither a success nor a plain failure
+    assert verdict({"status": "ok", "action": "unknown_change", "verified": False}) == "check"
+    assert verdict({"status": "ok", "action": "unknown_change", "verified": None}) == "check"
 
 
 def test_player_publishes_a_recording_into_the_node(tmp_path, tiny_model):

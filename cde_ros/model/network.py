@@ -479,8 +479,9 @@ def _tmp_path(directory: Path, name: str) -> Path:
 def model_id_for(weights: Path, none_logit_bias: float, register_max_shift: float = 0.0,
                  prototypes: str = "") -> str:
     """The model id names what a model answers: its weights file, its `none` operating point
-    when that is not 0, and its after-frame registration when that is on (so a plain model's id
-    is its weights' hash, `weights_id`)."""
+    when that is not 0, its after-frame registration when that is on, and its class prototypes
+    (`prototypes`: their digest) when it has any (so a plain model's id is its weights' hash,
+    `weights_id`)."""
     return _model_id(_sha256(weights), none_logit_bias, register_max_shift, prototypes)
 
 

@@ -10,6 +10,8 @@ commanded (`action`), then waits for that event's one answer on `cde/action`:
   wrong way): stop and re-plan.
 - `status` other than `ok`: the node could not judge (no frames, a bad image, no model): treat
   as unknown, check the camera, do not assume success.
+- `action: "unknown_change"` (something changed, unlike any action the model knows) or
+  `"unknown"` (below the node's `confidence_threshold`): do not assume success; check.
 
 `VerifyingPlanner` is the part a planner embeds; `PlannerNode` runs it as a node that only
 listens (the manipulations come from a recording or a simulator) and logs each verdict:
@@ -34,7 +36,7 @@ RELIABLE = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 
 def verdict(result: dict) -> str:
     """What a planner does with one `/cde/action` answer: done, retry, replan or check."""
-    if result.get("status") != "ok":
+    if result.get("status") != "ok" or result.get("action") in ("unknown", "unknown_change"):
         return "check"
     if result.get("verified"):
         return "done"
