@@ -676,6 +676,18 @@ def test_results_say_where_the_change_happened_and_the_heat_map_is_published(har
     assert heat.sum() > 0 and heat.max() <= 1.0 + 1e-6
 
 
+def test_a_decoy_roi_is_a_box_of_the_same_size_beside_the_target():
+    from cde_ros.model.where import box_iou, decoy_box
+
+    assert decoy_box([10, 20, 30, 40], 200, 100) == [40, 20, 30, 40]  # to its right
+    assert decoy_box([150, 20, 40, 40], 200, 100) == [110, 20, 40, 40]  # no room right: left
+    assert decoy_box([40, 10, 150, 40], 200, 100) == [40, 50, 150, 40]  # too wide for either side: below
+    assert decoy_box([30, 10, 120, 60], 200, 100) is None  # wider and taller than half the frame
+    for box in ([0, 0, 50, 50], [120, 60, 70, 30]):
+        d = decoy_box(box, 200, 100)
+        assert d[2:] == box[2:] and box_iou(d, box) == 0.0 and d[0] + d[2] <= 200 and d[1] + d[3] <= 100
+
+
 def test_change_region_maps_grid_patches_to_camera_pixels():
     from cde_ros.model.where import box_iou, change_region, share_inside
 

@@ -49,6 +49,9 @@ def test_a_model_is_evaluated_on_every_split_with_the_pixel_floor(suite, tiny_mo
             assert 0 < w["n"] <= m["action_pairs"]  # every pair that changed something, its fixture in view
             assert 0 <= w["share_inside"] <= 1 and 0 <= w["iou"] <= 1 and 0 < w["chance"] < 1
             assert set(m["where"]["per_action"]) <= set(m["labels"]) - {"none"}
+            roi = m["where"]["roi"]  # spatial verification with the fixture's box and a decoy
+            assert roi["pairs"] <= m["action_pairs"]
+            assert roi["pairs"] == 0 or 0 <= roi["kept_with_target_roi"] <= 1 and 0 <= roi["caught_with_decoy_roi"] <= 1
     text = (tmp_path / f"sim_model_{tiny_model.name}.md").read_text()
     assert "held-out object classes" in text and "pixel floor" in text.lower() and "Where the change" in text
     assert (tmp_path / f"sim_confusion_{tiny_model.name}_syst.png").stat().st_size > 5000

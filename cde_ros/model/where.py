@@ -68,3 +68,18 @@ def share_inside(region: dict[str, Any] | None, box: list[int]) -> float:
         if box[0] <= cx < box[0] + box[2] and box[1] <= cy < box[1] + box[3]:
             total += p["share"]
     return total
+
+
+# the share of the change that must lie inside an event's roi for `verified` (the node's rule)
+ROI_MIN_SHARE = 0.5
+
+
+def decoy_box(box: list[int], width: int, height: int) -> list[int] | None:
+    """A box of the same size as `box` where a second object of the same kind could stand, next
+    to it (a drawer beside a drawer): right of it, else left, below, above — the first that fits
+    in the frame; None when none fits (a box wider and taller than half the frame)."""
+    x, y, w, h = box
+    for cx, cy in ((x + w, y), (x - w, y), (x, y + h), (x, y - h)):
+        if 0 <= cx and cx + w <= width and 0 <= cy and cy + h <= height:
+            return [cx, cy, w, h]
+    return None

@@ -41,7 +41,7 @@ from ..core.images import ImageError
 from ..data.events import EventPhase, parse_event
 from ..data.pairing import EventPairer, Outcome, PairingConfig
 from ..data.snapshot import SnapshotBuffer
-from ..model.where import heat_map, share_inside
+from ..model.where import ROI_MIN_SHARE, heat_map, share_inside
 from . import conversions
 
 NODE_NAME = "cde_perception"
@@ -142,10 +142,6 @@ class _Latency:
             return {}
         v = np.asarray(self.values)
         return {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)), "max": float(v.max())}
-
-
-# an event's roi verifies only when at least this share of the Top-K delta lies inside it
-ROI_MIN_SHARE = 0.5
 
 
 @dataclass

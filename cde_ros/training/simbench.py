@@ -154,7 +154,7 @@ def localisation(predictor, preds: list, pairs: PairSet) -> dict[str, Any] | Non
     action (pairs that changed something): the share of the Top-K delta inside the box, the hit
     rate (at least half of it inside), the IoU of the Top-K patches' bounding box with the box,
     and chance (the share of the image the box covers: a change put anywhere at random)."""
-    from ..model.where import box_iou, share_inside
+    from ..model.where import ROI_MIN_SHARE, box_iou, decoy_box, share_inside
 
     boxes = getattr(pairs, "target_boxes", None)
     size = getattr(pairs, "camera_size", None)
@@ -162,6 +162,11 @@ def localisation(predictor, preds: list, pairs: PairSet) -> dict[str, Any] | Non
         return None
     w, h = size
     per: dict[str, dict[str, list[float]]] = {}
+    # spatial verification (an event's roi) on the pairs read as their true action: kept with the
+    # fixture's own box as the roi; caught with a decoy of the same size where a second object of
+    # the same kind could stand (the right action on the wrong object)
+    kept: list[bool] = []
+    caught: list[bool] = []
     for p, truth, box in zip(preds, pairs.actions, boxes):
         if truth == "none" or not box:
             continue
@@ -169,6 +174,10 @@ def localisation(predictor, preds: list, pairs: PairSet) -> dict[str, Any] | Non
         if region is None:
             return None  # a global-head model says nothing about where
         inside = share_inside(region, box)
+        decoy = decoy_box(box, w, h)
+        if p.action == truth and decoy is not None:
+            kept.append(inside >= ROI_MIN_SHARE)
+            caught.append(share_inside(region, decoy) < ROI_MIN_SHARE)
         d = per.setdefault(truth, {"share_inside": [], "hit": [], "iou": [], "chance": []})
         d["share_inside"].append(inside)
         d["hit"].append(float(inside >= 0.5))
@@ -176,7 +185,9 @@ def localisation(predictor, preds: list, pairs: PairSet) -> dict[str, Any] | Non
         d["chance"].append(box[2] * box[3] / (w * h))
     summary = {a: {"n": len(d["hit"]), **{k: float(np.mean(v)) for k, v in d.items()}} for a, d in sorted(per.items())}
     every = {k: float(np.mean([x for d in per.values() for x in d[k]])) for k in ("share_inside", "hit", "iou", "chance")}
-    return {"per_action": summary, "all": {"n": sum(len(d["hit"]) for d in per.values()), **every}}
+    roi = {"pairs": len(kept), "kept_with_target_roi": float(np.mean(kept)) if kept else float("nan"),
+           "caught_with_decoy_roi": float(np.mean(caught)) if caught else float("nan")}
+    return {"per_action": summary, "all": {"n": sum(len(d["hit"]) for d in per.values()), **every}, "roi": roi}
 
 
 # ------------------------------------------------------------------------------- the floor
@@ -301,6 +312,16 @@ def _markdown(result: dict, name: str) -> str:
                 a = m["where"]["all"]
                 lines.append(f"| {split} | {a['n']} | {a['share_inside']:.2f} | {a['hit']:.2f} | {a['iou']:.2f} | "
                              f"{a['chance']:.2f} |")
+        lines += ["", "Spatial verification (an event's `roi`, verified when at least half of the change lies inside "
+                  "it), on the pairs read as their true action: kept with the fixture's own box as the roi; caught "
+                  "(`change outside target region`) with a decoy box of the same size beside it, where a second "
+                  "object of the same kind could stand.", "",
+                  "| split | pairs | kept with the target's roi | caught with a decoy roi |", "|---|---|---|---|"]
+        for split, m in result["splits"].items():
+            if "where" in m and "roi" in m["where"]:
+                r = m["where"]["roi"]
+                lines.append(f"| {split} | {r['pairs']} | {r['kept_with_target_roi']:.2f} | "
+                             f"{r['caught_with_decoy_roi']:.2f} |")
         lines += ["", "Hit rate per action (chance in brackets):", ""]
         for split, m in result["splits"].items():
             if "where" in m:
