@@ -255,8 +255,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 1
     preds = predictor.classify_pairs(list(pairs.before), list(pairs.after))
     predicted = [p.action for p in preds]
-    unknown = sorted(set(pairs.actions) - set(predictor.labels))
-    metrics = classification_metrics(pairs.actions, predicted, predictor.labels)
+    labels = predictor.answer_labels  # with prototypes: enrolled actions and unknown_change too
+    unknown = sorted(set(pairs.actions) - set(labels))
+    metrics = classification_metrics(pairs.actions, predicted, labels)
     metrics.update({"model_id": predictor.model_id, "skipped": skipped, "unknown_labels": unknown,
                     "problems": sum((r.problems for r in reports), [])})
     if args.plots:

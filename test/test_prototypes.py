@@ -140,3 +140,15 @@ def test_calibrate_unknown_and_enroll_on_recorded_events(tmp_path, tiny_model):
     preds = predictor.classify_pairs(list(pairs.before), list(pairs.after))
     allowed = set(predictor.labels) | {"wipe", UNKNOWN}
     assert all(set(pr.similarity) == set(p["labels"]) | {"wipe"} and pr.action in allowed for pr in preds)
+    assert predictor.answer_labels == predictor.labels + ["wipe", UNKNOWN]
+    # eval scores the enrolled action like any other: its events are no longer "labels the model does not know"
+    ev = json.loads(run_cli("eval", str(bag), "--model", str(tmp_path / "e"), "--labels", str(tmp_path / "labels.csv"),
+                            "--no-cache", "--json").stdout.strip().splitlines()[-1])
+    assert ev["unknown_labels"] == [] and "wipe" in ev["per_class"] and ev["labels"][-2:] == ["wipe", UNKNOWN]
+
+
+def test_unknown_change_is_no_false_success():
+    from cde_ros.training.evaluation import success_failure_rates
+
+    r = success_failure_rates(["none", "none", "none", "open"], ["none", UNKNOWN, "open", UNKNOWN])
+    assert r["false_success_rate"] == pytest.approx(1 / 3) and r["false_failure_rate"] == 0.0

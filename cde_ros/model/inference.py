@@ -18,6 +18,7 @@ import torch
 from ..core.dataset import PairSet
 from .decision import NONE, check_bias
 from .network import WEIGHTS_FILE, CausalDeltaModel, Encoding, model_id_for
+from .prototypes import UNKNOWN
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
@@ -103,6 +104,15 @@ class Predictor:
     @property
     def labels(self) -> list[str]:
         return list(self.model.labels)
+
+    @property
+    def answer_labels(self) -> list[str]:
+        """Every action a prediction can name: the classifier's labels, then (a model with
+        prototypes) its enrolled actions and `unknown_change` when it has a threshold."""
+        protos = self.model.prototypes
+        if protos is None:
+            return self.labels
+        return self.labels + list(protos.enrolled) + ([UNKNOWN] if protos.threshold is not None else [])
 
     @property
     def none_logit_bias(self) -> float:

@@ -12,6 +12,7 @@ import torch
 from ..core.actions import OPPOSITE
 from ..core.dataset import PairSet
 from ..model.inference import predict_pairs
+from ..model.prototypes import UNKNOWN
 
 
 def classification_metrics(true: list[str], pred: list[str], labels: list[str]) -> dict[str, Any]:
@@ -48,10 +49,12 @@ def success_failure_rates(true: list[str], pred: list[str], none: str = "none") 
     """What a planner verifying its actions pays for: the false-success rate (a failed
     manipulation, `none`, read as some action: the planner moves on although nothing happened)
     and the false-failure rate (a real action read as `none`: a needless retry), with the
-    number of pairs each is taken over. NaN where there are no such pairs."""
+    number of pairs each is taken over. NaN where there are no such pairs. `unknown_change` (a
+    model with prototypes) is no success: a planner checks it."""
     nones = [p for t, p in zip(true, pred) if t == none]
     acts = [p for t, p in zip(true, pred) if t != none]
-    return {"false_success_rate": float(np.mean([p != none for p in nones])) if nones else float("nan"),
+    not_success = (none, UNKNOWN)
+    return {"false_success_rate": float(np.mean([p not in not_success for p in nones])) if nones else float("nan"),
             "false_failure_rate": float(np.mean([p == none for p in acts])) if acts else float("nan"),
             "none_pairs": len(nones), "action_pairs": len(acts)}
 
