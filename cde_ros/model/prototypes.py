@@ -148,7 +148,8 @@ def from_pairs(deltas: np.ndarray, actions: list[str], labels: list[str]) -> Pro
     """The prototypes of every action label (not `none`) with examples among `actions`."""
     actions_arr = np.asarray(actions)
     names = [a for a in labels if a != NONE and np.any(actions_arr == a)]
-    vectors = np.stack([prototype(deltas[actions_arr == a]) for a in names]) if names else np.zeros((0, deltas.shape[1]))
+    vectors = (np.stack([prototype(deltas[actions_arr == a]) for a in names]) if names
+               else np.zeros((0, deltas.shape[1])))
     return Prototypes(names, vectors, {a: int(np.sum(actions_arr == a)) for a in names})
 
 

@@ -504,8 +504,8 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path) -
 
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharey=True)
-    for ax, split, title, target in zip(axes, ("style_comp", "style_syst"), ("held-out combinations", "held-out classes"),
-                                        FEW_SHOT_TARGETS):
+    panels = zip(axes, ("style_comp", "style_syst"), ("held-out combinations", "held-out classes"), FEW_SHOT_TARGETS)
+    for ax, split, title, target in panels:
         ax.axhline(target, color="black", ls="--", lw=1, label="target at k = 30")
         for start, color in zip(FEW_SHOT_STARTS, ("tab:gray", "tab:blue", "tab:green", "tab:orange", "tab:purple",
                                                   "tab:red")):
@@ -554,20 +554,25 @@ def _open_set_split(protos, picks: list[str], deltas: np.ndarray, truth: list[st
     with_rule, _ = protos.decide(picks, deltas)
     without, _ = protos.decide(picks, deltas, None)
     known = ~new
-    hits = lambda ans, m: float(np.mean([a == t for a, t, k in zip(ans, truth, m) if k])) if m.any() else float("nan")  # noqa: E731
-    share = lambda ans, m, what: float(np.mean([what(a) for a, k in zip(ans, m) if k])) if m.any() else float("nan")  # noqa: E731
+    with_rule, without = np.array(with_rule), np.array(without)
+    hits = lambda ans, m: _share(ans[m] == truth_a[m])  # noqa: E731
     return {
         "n": len(truth), "held_out_pairs": int(new.sum()), "known_action_pairs": int(known_change.sum()),
         "auroc": auroc(novelty[new], novelty[known_change]),
         "auroc_read_as_change": auroc(novelty[new & changed], novelty[known_change & changed]),
         "auroc_max_probability": auroc(1.0 - msp[new], 1.0 - msp[known_change]),
         "held_out_answers": {
-            "unknown_change": share(with_rule, new, lambda a: a == UNKNOWN),
-            "none": share(with_rule, new, lambda a: a == "none"),
-            "known_action": share(with_rule, new, lambda a: a not in (UNKNOWN, "none"))},
+            "unknown_change": _share(with_rule[new] == UNKNOWN),
+            "none": _share(with_rule[new] == "none"),
+            "known_action": _share(~np.isin(with_rule[new], [UNKNOWN, "none"]))},
         "known_accuracy": {"without": hits(without, known), "with": hits(with_rule, known)},
-        "known_read_as_unknown": share(with_rule, known, lambda a: a == UNKNOWN),
+        "known_read_as_unknown": _share(with_rule[known] == UNKNOWN),
     }
+
+
+def _share(flags: np.ndarray) -> float:
+    """The share of true values (NaN for none at all)."""
+    return float(np.mean(flags)) if len(flags) else float("nan")
 
 
 def open_set(data: Path, model_dir: Path, out: Path, ks: tuple[int, ...] = ENROLL_KS,
@@ -610,9 +615,10 @@ def open_set(data: Path, model_dir: Path, out: Path, ks: tuple[int, ...] = ENROL
                               "calibration": model.prototypes.info, "splits": {}, "enroll": []}
     for name, (truth, picks, deltas, msp) in tests.items():
         result["splits"][name] = m = _open_set_split(model.prototypes, picks, deltas, truth, held_out, msp)
-        log(f"{name}: AUROC {m['auroc']:.3f}; held-out actions -> unknown_change {m['held_out_answers']['unknown_change']:.2f}, "
-            f"none {m['held_out_answers']['none']:.2f}, a known action {m['held_out_answers']['known_action']:.2f}; known "
-            f"accuracy {m['known_accuracy']['without']:.3f} -> {m['known_accuracy']['with']:.3f}")
+        h = m["held_out_answers"]
+        log(f"{name}: AUROC {m['auroc']:.3f}; held-out actions -> unknown_change {h['unknown_change']:.2f}, "
+            f"none {h['none']:.2f}, a known action {h['known_action']:.2f}; known accuracy "
+            f"{m['known_accuracy']['without']:.3f} -> {m['known_accuracy']['with']:.3f}")
     for k in ks:
         for seed in seeds:
             enrolled = deepcopy(model)
@@ -623,10 +629,10 @@ def open_set(data: Path, model_dir: Path, out: Path, ks: tuple[int, ...] = ENROL
             row = {"k": k, "seed": seed}
             for name, (truth, picks, deltas, _) in tests.items():
                 answers, _ = enrolled.prototypes.decide(picks, deltas)
+                right = np.array(answers) == np.array(truth)
                 new = np.isin(truth, sorted(held_out))
-                acc = lambda m: float(np.mean([a == t for a, t, q in zip(answers, truth, m) if q])) if m.any() else float("nan")  # noqa: E731
-                row[name] = {"held_out_accuracy": acc(new), "known_accuracy": acc(~new),
-                             "accuracy": acc(np.ones(len(truth), bool))}
+                row[name] = {"held_out_accuracy": _share(right[new]), "known_accuracy": _share(right[~new]),
+                             "accuracy": _share(right)}
             result["enroll"].append(row)
             log(f"enroll k={k} seed {seed}: " + ", ".join(
                 f"{n} held-out {row[n]['held_out_accuracy']:.3f} known {row[n]['known_accuracy']:.3f}" for n in tests))
@@ -658,8 +664,9 @@ def _open_set_markdown(r: dict) -> str:
     for name, m in r["splits"].items():
         h, ka = m["held_out_answers"], m["known_accuracy"]
         lines.append(f"| {name} | {m['held_out_pairs']} | {m['known_action_pairs']} | {m['auroc']:.3f} | "
-                     f"{m['auroc_read_as_change']:.3f} | {m['auroc_max_probability']:.3f} | {h['unknown_change']:.2f} | {h['none']:.2f} | "
-                     f"{h['known_action']:.2f} | {ka['without']:.3f} -> {ka['with']:.3f} | "
+                     f"{m['auroc_read_as_change']:.3f} | {m['auroc_max_probability']:.3f} | "
+                     f"{h['unknown_change']:.2f} | {h['none']:.2f} | {h['known_action']:.2f} | "
+                     f"{ka['without']:.3f} -> {ka['with']:.3f} | "
                      f"{ka['with'] / ka['without'] if ka['without'] else float('nan'):.3f} |")
     lines += ["", f"Enrolled (`cde-ros enroll`): each held-out action from k of its `train`-split events (never "
               f"trained on), {len({e['seed'] for e in r['enroll']})} draws; accuracy on the held-out actions' pairs "
@@ -667,7 +674,10 @@ def _open_set_markdown(r: dict) -> str:
               "| k | comp: held-out | comp: known | syst: held-out | syst: known |", "|---|---|---|---|---|"]
     for k in sorted({e["k"] for e in r["enroll"]}):
         rows = [e for e in r["enroll"] if e["k"] == k]
-        cell = lambda s, key: f"{np.mean([e[s][key] for e in rows]):.3f} ± {np.std([e[s][key] for e in rows]):.3f}"  # noqa: E731
+        def cell(split: str, key: str) -> str:
+            v = [e[split][key] for e in rows]
+            return f"{np.mean(v):.3f} ± {np.std(v):.3f}"
+
         lines.append(f"| {k} | {cell('comp', 'held_out_accuracy')} | {cell('comp', 'known_accuracy')} | "
                      f"{cell('syst', 'held_out_accuracy')} | {cell('syst', 'known_accuracy')} |")
     return "\n".join(lines) + "\n"
