@@ -500,7 +500,7 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path) -
                          f"{col(rs, 'style_syst', 'accuracy')} | {col(rs, 'style_syst', 'false_success_rate')} | "
                          f"{col(rs, 'style_syst', 'false_failure_rate')} | {np.mean([r['train_seconds'] for r in rs]):.0f} |")
     (out / "fewshot.md").write_text("\n".join(lines) + "\n")
-    from .evaluation import _pyplot, _save
+    from .evaluation import _pyplot
 
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharey=True)
@@ -517,17 +517,31 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path) -
                     .replace("scratch", "from scratch"))
             ax.errorbar(ks, [np.mean(a) for a in acc], yerr=[np.std(a) for a in acc], marker="o", color=color,
                         label=name, capsize=3)
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(plt.NullFormatter())  # only the k ticks
-        ax.set_xticks(sorted({r["k"] for r in rows}), [str(k) for k in sorted({r["k"] for r in rows})])
-        ax.set_title(f"held-out style, {title}")
-        ax.set_xlabel("labelled episodes per action")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
+        _k_axis(ax, sorted({r["k"] for r in rows}), f"held-out style, {title}", "labelled episodes per action")
+    _legend_below_and_save(fig, axes, out / "fewshot.png", ncol=4, fontsize=7, bottom=0.12)
+
+
+def _k_axis(ax, ks: list[int], title: str, xlabel: str) -> None:
+    """An accuracy panel over k on a log axis with only the k ticks."""
+    from .evaluation import _pyplot
+
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(_pyplot().NullFormatter())
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+
+
+def _legend_below_and_save(fig, axes, path: Path, ncol: int, fontsize: int, bottom: float) -> None:
+    """One legend for the panels, below them (off the curves), and the figure written."""
+    from .evaluation import _save
+
     axes[0].set_ylabel("accuracy")
     handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=4, fontsize=7)
-    _save(fig, out / "fewshot.png", rect=(0, 0.12, 1, 1))
+    fig.legend(handles, names, loc="lower center", ncol=ncol, fontsize=fontsize)
+    _save(fig, path, rect=(0, bottom, 1, 1))
 
 
 # ------------------------------------------------------------------------------- open set
@@ -684,7 +698,7 @@ def _open_set_markdown(r: dict) -> str:
 
 
 def _open_set_plot(r: dict, path: Path) -> None:
-    from .evaluation import _pyplot, _save
+    from .evaluation import _pyplot
 
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
@@ -697,14 +711,5 @@ def _open_set_plot(r: dict, path: Path) -> None:
                         label=name, capsize=3)
         ax.axhline(r["splits"][split]["known_accuracy"]["without"], color="tab:blue", ls=":", lw=1,
                    label="known labels, nothing enrolled, no unknown rule")
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(plt.NullFormatter())
-        ax.set_xticks(ks, [str(k) for k in ks])
-        ax.set_title(f"{split}: {title}")
-        ax.set_xlabel("enrolled examples per action")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("accuracy")
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=3, fontsize=8)
-    _save(fig, path, rect=(0, 0.08, 1, 1))
+        _k_axis(ax, ks, f"{split}: {title}", "enrolled examples per action")
+    _legend_below_and_save(fig, axes, path, ncol=3, fontsize=8, bottom=0.08)
