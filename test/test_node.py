@@ -111,10 +111,13 @@ def harness_factory():
         h.close()
 
 
-def frames_and_event(h: Harness, eid: str, t0: float, action: str | None = "open", n: int = 30) -> None:
-    """Frames every 100 ms from t0 for n frames; start at t0+1 s, end at t0+1.5 s."""
+def frames_and_event(h: Harness, eid: str, t0: float, action: str | None = "open", n: int = 30,
+                     frame=None) -> None:
+    """Frames every 100 ms from t0 for n frames; start at t0+1 s, end at t0+1.5 s. `frame(i, t_ns)`
+    publishes frame i instead of `h.frame(t_ns)` (a damaged frame, other pixels, extra messages)."""
     for i in range(n):
-        h.frame(int((t0 + i * 0.1) * S))
+        t = int((t0 + i * 0.1) * S)
+        frame(i, t) if frame is not None else h.frame(t)
         if i == 12:
             h.event("start", eid, int((t0 + 1.0) * S), action)
         if i == 16:
@@ -183,27 +186,14 @@ def test_bad_inputs_get_a_status_and_the_node_keeps_serving(harness_factory, tin
     frames_and_event(h, "good-1", 10.0)
     assert h.result("good-1")["status"] == "ok"
     # the before frame has a step that does not match its data
-    for i in range(30):
-        t = int((20.0 + i * 0.1) * S)
-        if i == 9:  # 20.9 s: the newest frame <= start (21.0 s) - pre_offset (0.1 s), the before frame
-            h.frame(t, step=10_000)
-        else:
-            h.frame(t)
-        if i == 12:
-            h.event("start", "bad-step", int(21.0 * S), "open")
-        if i == 16:
-            h.event("end", "bad-step", int(21.5 * S))
+    # 20.9 s (i = 9): the newest frame <= start (21.0 s) - pre_offset (0.1 s), the before frame
+    frames_and_event(h, "bad-step", 20.0, frame=lambda i, t: h.frame(t, step=10_000) if i == 9 else h.frame(t))
     r = h.result("bad-step")
     assert r["status"] == "bad_image" and "step" in r["detail"] and r["action"] is None
     assert r["before_stamp"] == {"sec": 20, "nanosec": 900_000_000}
     # the after frame has an encoding nobody knows
-    for i in range(30):
-        t = int((30.0 + i * 0.1) * S)
-        h.frame(t, encoding="yuv422_weird") if i == 18 else h.frame(t)
-        if i == 12:
-            h.event("start", "bad-enc", int(31.0 * S), "open")
-        if i == 16:
-            h.event("end", "bad-enc", int(31.5 * S))
+    frames_and_event(h, "bad-enc", 30.0,
+                     frame=lambda i, t: h.frame(t, encoding="yuv422_weird") if i == 18 else h.frame(t))
     r = h.result("bad-enc")
     assert r["status"] == "bad_image" and "unknown image encoding" in r["detail"]
     assert r["after_stamp"] == {"sec": 31, "nanosec": 800_000_000}
@@ -237,14 +227,9 @@ def test_corrupt_jpeg_on_the_compressed_transport(harness_factory, tiny_model):
         h.pub_img.publish(msg)
         time.sleep(0.002)
 
-    for eid, t0, corrupt in (("jpeg-bad", 10.0, True), ("jpeg-good", 20.0, False)):
-        for i in range(30):
-            t = int((t0 + i * 0.1) * S)
-            jpeg(t, good[:200] + b"\x00" * 50 if (corrupt and i == 18) else good)
-            if i == 12:
-                h.event("start", eid, int((t0 + 1.0) * S), "open")
-            if i == 16:
-                h.event("end", eid, int((t0 + 1.5) * S))
+    bad = good[:200] + b"\x00" * 50  # the after frame (i = 18) of the first event: a JPEG cut short
+    frames_and_event(h, "jpeg-bad", 10.0, frame=lambda i, t: jpeg(t, bad if i == 18 else good))
+    frames_and_event(h, "jpeg-good", 20.0, frame=lambda i, t: jpeg(t, good))
     r = h.result("jpeg-bad")
     assert r["status"] == "bad_image" and "could not be decoded" in r["detail"]
     assert h.result("jpeg-good")["status"] == "ok"
@@ -417,16 +402,9 @@ def test_hostile_events_are_answered_once_and_never_lock_the_node(harness_factor
         h.event("end", f"open{k}", int(24.5 * S))
         h.result(f"open{k}")
     # a depth frame as the after frame
-    for i in range(30):
-        t = int((30.0 + i * 0.1) * S)
-        if i == 18:
-            h.frame(t, encoding="16UC1", step=64, data=np.zeros(24 * 32, np.uint16).tobytes())
-        else:
-            h.frame(t)
-        if i == 12:
-            h.event("start", "depth", int(31.0 * S), "open")
-        if i == 16:
-            h.event("end", "depth", int(31.5 * S))
+    depth = np.zeros(24 * 32, np.uint16).tobytes()
+    frames_and_event(h, "depth", 30.0, frame=lambda i, t: h.frame(t, encoding="16UC1", step=64, data=depth)
+                     if i == 18 else h.frame(t))
     r = h.result("depth")
     assert r["status"] == "bad_image" and "depth" in r["detail"]
     time.sleep(1.0)  # any second answer would have arrived by now
@@ -650,13 +628,7 @@ def test_results_say_where_the_change_happened_and_the_heat_map_is_published(har
     time.sleep(0.5)
     rgb = lambda t: np.where(np.arange(32)[None, :, None] < 8 + 16 * (t > 11 * S), 200, 20).repeat(  # noqa: E731
         24, 0).repeat(3, 2)
-    for i in range(30):
-        t = int((10.0 + i * 0.1) * S)
-        h.frame(t, rgb(t).astype(np.uint8))
-        if i == 12:
-            h.event("start", "where", int(11.0 * S), "open")
-        if i == 16:
-            h.event("end", "where", int(11.5 * S))
+    frames_and_event(h, "where", 10.0, frame=lambda i, t: h.frame(t, rgb(t).astype(np.uint8)))
     r = h.result("where")
     region = r["change"]
     assert region["grid"] == [4, 4] and len(region["patches"]) == 4
@@ -738,8 +710,8 @@ def test_hostile_serialized_frames_cost_their_event_not_the_node(harness_factory
     from rclpy.serialization import serialize_message
 
     h = harness_factory({"model_dir": str(tiny_model), "device": "cpu"})
-    for i in range(30):
-        t = int((10.0 + i * 0.1) * S)
+
+    def frame(i: int, t: int) -> None:
         if i == 9:  # the before frame of the event: its header intact, its pixels cut off
             data = serialize_message(conversions.rgb_to_image_msg(np.zeros((24, 32, 3), np.uint8), t, "test_cam"))
             h.pub_img.publish(data[:40])
@@ -749,10 +721,8 @@ def test_hostile_serialized_frames_cost_their_event_not_the_node(harness_factory
         if i in (3, 20):
             h.pub_img.publish(b"\xff" * 64)  # not CDR at all
             h.pub_img.publish(b"\x00\x01\x00\x00" + b"\x00" * 8 + b"\xff\xff\xff\x7f")  # a 2 GB frame_id length
-        if i == 12:
-            h.event("start", "cut", int(11.0 * S), "open")
-        if i == 16:
-            h.event("end", "cut", int(11.5 * S))
+
+    frames_and_event(h, "cut", 10.0, frame=frame)
     r = h.result("cut")
     assert r["status"] == "bad_image" and "could not be deserialized" in r["detail"]
     assert r["before_stamp"] == {"sec": 10, "nanosec": 900_000_000}
