@@ -24,7 +24,7 @@ import torch
 from cde_ros.data.pairing import PairingConfig
 from cde_ros.model.inference import predict_pairs
 from cde_ros.model.network import CausalDeltaModel
-from cde_ros.model.prototypes import auroc, prototype, unit
+from cde_ros.model.prototypes import Prototypes, auroc, prototype, unit
 from cde_ros.training.simbench import read_split
 
 
@@ -65,24 +65,18 @@ def main(data: Path, model_dir: Path) -> None:
     pool_a = np.array(pool.actions)
     for centred in (False, True):
         mu = d[known].mean(0) if centred else 0.0
-        protos = {a: prototype(d[known & (truth == a)] - mu) for a in actions}
+        known_vectors = [prototype(d[known & (truth == a)] - mu) for a in actions]
         for k in (1, 5, 10):
             scores = []
             for seed in range(3):
-                enrolled = {}
+                enrolled = []
                 for a in held:
                     idx = np.flatnonzero(pool_a == a)
                     pick = np.random.default_rng([seed, k, 23]).choice(idx, size=min(k, len(idx)), replace=False)
-                    enrolled[a] = prototype(pool_d[pick] - mu)
-                answers = []
-                for p, x in zip(picks, d):
-                    if p == "none":
-                        answers.append("none")
-                        continue
-                    u = unit((x - mu)[None])[0]
-                    cands = {p: float(protos[p] @ u), **{a: float(v @ u) for a, v in enrolled.items()}}
-                    answers.append(max(cands, key=cands.get))
-                answers = np.array(answers)
+                    enrolled.append(prototype(pool_d[pick] - mu))
+                # the model's own rule (no unknown_change threshold) on the (centred) deltas
+                protos = Prototypes(actions + held, np.stack(known_vectors + enrolled), {}, enrolled=held)
+                answers = np.array(protos.decide(list(picks), d - mu, None)[0])
                 scores.append((np.mean(answers[~known] == truth[~known]), np.mean(answers[known] == truth[known])))
             s = np.mean(scores, 0)
             print(f"  enroll {'centred' if centred else 'raw':>7} k={k:>2}: left-out actions {s[0]:.3f}, "

@@ -397,9 +397,6 @@ def _torch_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
-FEW_SHOT_DEFAULT = [5, 10, 30]  # simbench.FEW_SHOT_KS (the parser does not import torch)
-
-
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from .data.bags import default_cache_dir
     from .training.benchmark import BenchmarkConfig, run_benchmark
@@ -421,20 +418,18 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     cache = None if args.no_cache else default_cache_dir()
     if args.few_shot:
         from .core.paths import shipped_model_dir
-        from .training.simbench import few_shot
-
-        from .training.simbench import FEW_SHOT_STARTS
+        from .training.simbench import FEW_SHOT_KS, FEW_SHOT_STARTS, few_shot
 
         init = Path(args.init) if args.init else shipped_model_dir()
         if args.steps < 0:
             _fail(f"--steps must be at least 1 (0: the default, 200), got {args.steps}")
-        if any(k < 1 for k in args.shots):
+        if args.shots and any(k < 1 for k in args.shots):
             _fail(f"--shots must be at least 1 episode per action, got {args.shots}")
         bad = sorted(set(args.starts) - set(FEW_SHOT_STARTS))
         if bad:
             _fail(f"unknown --starts {bad}; choose from {', '.join(FEW_SHOT_STARTS)}")
         few_shot(Path(args.few_shot), init, Path(args.out), load_config(args.config) if args.config else None,
-                 ks=tuple(args.shots), seeds=tuple(range(args.seeds or 3)), starts=tuple(args.starts),
+                 ks=tuple(args.shots or FEW_SHOT_KS), seeds=tuple(range(args.seeds or 3)), starts=tuple(args.starts),
                  steps=args.steps, cache_dir=cache, log=_log)
         return 0
     if args.sim:
@@ -445,16 +440,16 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         evaluate_model_on_suite(Path(args.evaluate_model), Path(args.sim), Path(args.out), cache_dir=cache, log=_log)
         return 0
     if args.open_set:
-        from .training.simbench import open_set
+        from .training.simbench import ENROLL_KS, open_set
 
         if not args.evaluate_model:
             _fail("--open-set measures a trained model: give --evaluate-model MODEL_DIR (trained with --skip-actions, "
                   "calibrated with --unknown)")
-        if any(k < 1 for k in args.shots):
+        if args.shots and any(k < 1 for k in args.shots):
             _fail(f"--shots must be at least 1 example per action, got {args.shots}")
         try:
             open_set(Path(args.open_set), Path(args.evaluate_model), Path(args.out),
-                     ks=tuple(args.shots) if args.shots != FEW_SHOT_DEFAULT else (1, 5, 10),
+                     ks=tuple(args.shots or ENROLL_KS),
                      seeds=tuple(range(args.seeds or 3)), cache_dir=cache, log=_log)
         except (ValueError, FileNotFoundError) as exc:
             _fail(str(exc))
@@ -684,9 +679,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--open-set", metavar="SUITE_DIR",
                     help="with --evaluate-model (a model trained with --skip-actions, calibrated with --unknown): "
                          "unknown_change on the left-out actions, then each enrolled from k = 1, 5, 10 examples")
-    sp.add_argument("--shots", type=int, nargs="+", default=FEW_SHOT_DEFAULT,
-                    help="with --few-shot: labelled episodes per action (simbench.FEW_SHOT_KS); with --open-set: "
-                         "enrolled examples per action (default 1 5 10)")
+    sp.add_argument("--shots", type=int, nargs="+",
+                    help="with --few-shot: labelled episodes per action (default 5 10 30, simbench.FEW_SHOT_KS); "
+                         "with --open-set: enrolled examples per action (default 1 5 10, simbench.ENROLL_KS)")
     sp.add_argument("--steps", type=int, default=0, help="with --few-shot: optimizer steps per run (default 200)")
     sp.add_argument("--starts", nargs="+", default=["scratch", "init", "init+replay", "init+replay+env"],
                     help="with --few-shot: which starts to train (simbench.FEW_SHOT_STARTS)")

@@ -400,6 +400,7 @@ def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, 
         source = source.subset(np.flatnonzero(np.isin(source.actions, sorted(set(pool.actions)))))
     tests = {name: read_split(data, name, pre, pairing, cache_dir, log) for name in ("style_comp", "style_syst")}
     labels = [a for a in ACTIONS if a in set(pool.actions)]
+    prototype_start = _PrototypeStart(init_dir, tests) if "init+prototypes" in starts else None
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     for k in ks:
@@ -407,7 +408,7 @@ def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, 
             shots = draw_episodes(pool, k, seed)
             for start in starts:
                 if start == "init+prototypes":
-                    rows.append(_prototype_shots(init_dir, shots, tests, k, seed, log))
+                    rows.append(prototype_start.run(shots, k, seed, log))
                     _write_few_shot(rows, out, meta["model_id"], init_dir)
                     continue
                 data_pairs = shots
@@ -437,30 +438,37 @@ def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, 
     return rows
 
 
-def _prototype_shots(init_dir: Path, shots: PairSet, tests: dict[str, PairSet], k: int, seed: int,
-                     log: Callable[[str], None]) -> dict:
+class _PrototypeStart:
     """The `init+prototypes` start: no training; every action's prototype from the k shots, the
     init model's classifier (at its operating point) for whether anything changed, the nearest
-    prototype for which action."""
-    from ..model.network import CausalDeltaModel
-    from ..model.prototypes import classifier_picks, from_pairs
+    prototype for which action. The init model and its outputs on the test pairs are the same for
+    every k and seed: computed once."""
 
-    t0 = time.perf_counter()
-    model, _ = CausalDeltaModel.load(init_dir)
-    _, deltas = classifier_picks(model, shots)
-    protos = from_pairs(deltas, shots.actions, model.labels)
-    protos.enrolled = list(protos.labels)  # every action competes, not only the classifier's pick
-    seconds = time.perf_counter() - t0
-    row = {"k": k, "seed": seed, "start": "init+prototypes", "pairs": len(shots), "shots": len(shots), "epochs": 0,
-           "steps": 0, "freeze_backbone": "all", "train_seconds": round(seconds, 1)}
-    for name, pairs in tests.items():
-        picks, test_deltas = classifier_picks(model, pairs)
-        answers, _ = protos.decide(picks, test_deltas, None)
-        m = classification_metrics(pairs.actions, answers, list(model.labels))
-        row[name] = {key: m[key] for key in ("accuracy", "false_success_rate", "false_failure_rate", "per_class", "n")}
-    log(f"k={k} seed {seed} init+prototypes: " + ", ".join(f"{n} {row[n]['accuracy']:.3f}" for n in tests) +
-        f" ({seconds:.0f} s)")
-    return row
+    def __init__(self, init_dir: Path, tests: dict[str, PairSet]) -> None:
+        from ..model.network import CausalDeltaModel
+        from ..model.prototypes import classifier_picks
+
+        self.model, _ = CausalDeltaModel.load(init_dir)
+        self.tests = {name: (pairs.actions, *classifier_picks(self.model, pairs)) for name, pairs in tests.items()}
+
+    def run(self, shots: PairSet, k: int, seed: int, log: Callable[[str], None]) -> dict:
+        from ..model.prototypes import classifier_picks, from_pairs
+
+        t0 = time.perf_counter()
+        _, deltas = classifier_picks(self.model, shots)
+        protos = from_pairs(deltas, shots.actions, self.model.labels)
+        protos.enrolled = list(protos.labels)  # every action competes, not only the classifier's pick
+        seconds = time.perf_counter() - t0
+        row = {"k": k, "seed": seed, "start": "init+prototypes", "pairs": len(shots), "shots": len(shots),
+               "epochs": 0, "steps": 0, "freeze_backbone": "all", "train_seconds": round(seconds, 1)}
+        for name, (truth, picks, test_deltas) in self.tests.items():
+            answers, _ = protos.decide(picks, test_deltas, None)
+            m = classification_metrics(truth, answers, list(self.model.labels))
+            row[name] = {key: m[key] for key in ("accuracy", "false_success_rate", "false_failure_rate", "per_class",
+                                                 "n")}
+        log(f"k={k} seed {seed} init+prototypes: " + ", ".join(f"{n} {row[n]['accuracy']:.3f}" for n in self.tests) +
+            f" ({seconds:.0f} s)")
+        return row
 
 
 def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path) -> None:
