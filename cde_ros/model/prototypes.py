@@ -86,6 +86,18 @@ class Prototypes:
         """N x P cosine similarities of `deltas` (N x D) to the prototypes."""
         return unit(np.atleast_2d(deltas)) @ self.vectors.T
 
+    def best(self, picks: list[str], sims: np.ndarray) -> list[int | None]:
+        """Steps 1-2 of the rule for N pairs: the index of the winning prototype per pair (None
+        where the classifier's pick stands: `none`, or a label without a prototype and nothing
+        enrolled)."""
+        index = {a: i for i, a in enumerate(self.labels)}
+        enrolled = [index[a] for a in self.enrolled]
+        out: list[int | None] = []
+        for pick, s in zip(picks, sims):
+            cands = [] if pick == NONE else ([index[pick]] if pick in index else []) + enrolled
+            out.append(max(cands, key=lambda i: s[i]) if cands else None)
+        return out
+
     def decide(self, picks: list[str], deltas: np.ndarray, threshold: float | None = "model"
                ) -> tuple[list[str], np.ndarray]:
         """The rule of the module docstring for N pairs: the classifier's picks (at its operating
@@ -93,19 +105,8 @@ class Prototypes:
         model's (None: no unknown_change)."""
         t = self.threshold if threshold == "model" else threshold
         sims = self.similarities(deltas)
-        index = {a: i for i, a in enumerate(self.labels)}
-        enrolled = [index[a] for a in self.enrolled]
-        out = []
-        for pick, s in zip(picks, sims):
-            if pick == NONE:
-                out.append(NONE)
-                continue
-            cands = ([index[pick]] if pick in index else []) + enrolled
-            if not cands:  # a classifier label without a prototype: the classifier's pick stands
-                out.append(pick)
-                continue
-            best = max(cands, key=lambda i: s[i])
-            out.append(UNKNOWN if t is not None and s[best] < t else self.labels[best])
+        out = [pick if b is None else UNKNOWN if t is not None and s[b] < t else self.labels[b]
+               for pick, s, b in zip(picks, sims, self.best(picks, sims))]
         return out, sims
 
     # -------------------------------------------------------------------- files
@@ -153,36 +154,31 @@ def from_pairs(deltas: np.ndarray, actions: list[str], labels: list[str]) -> Pro
     return Prototypes(names, vectors, {a: int(np.sum(actions_arr == a)) for a in names})
 
 
-def accuracy_with(protos: Prototypes, picks: list[str], deltas: np.ndarray, truth: list[str],
-                  threshold: float | None) -> float:
-    answers, _ = protos.decide(picks, deltas, threshold)
-    return float(np.mean([a == t for a, t in zip(answers, truth)]))
-
-
 def choose_threshold(protos: Prototypes, picks: list[str], deltas: np.ndarray, truth: list[str],
                      keep: float = DEFAULT_KEEP) -> dict[str, Any]:
     """`THRESHOLD_RULE` on validation pairs of the known labels (their classifier picks, deltas,
     true labels). Returns the threshold and what it rests on (for model.json)."""
     if not 0.0 < keep <= 1.0:
         raise ValueError(f"keep must be in (0, 1], got {keep}")
-    base = accuracy_with(protos, picks, deltas, truth, None)
-    _, sims = protos.decide(picks, deltas, None)
-    index = {a: i for i, a in enumerate(protos.labels)}
-    # the similarity each changed pair is judged by (its pick's; enrolled actions compete too)
-    cands = [[index[p]] + [index[a] for a in protos.enrolled] if p in index else [] for p in picks]
-    judged = np.array([max(s[c]) for s, c in zip(sims, cands) if c], dtype=np.float64)
+    without, sims = protos.decide(picks, deltas, None)
+    correct = np.array(without) == np.array(truth)
+    # the similarity each pair is judged by (its winning prototype's); inf: never unknown_change
+    judged = np.array([np.inf if b is None else s[b] for s, b in zip(sims, protos.best(picks, sims))])
+
+    def accuracy(t: float) -> float:  # at threshold t: the pairs judged below it become unknown_change
+        return float(np.mean(correct & ~(judged < t)))
+
+    base = accuracy(-np.inf)
     chosen = -1.0
-    for t in np.sort(np.unique(np.concatenate([judged, [-1.0]])))[::-1]:
-        if accuracy_with(protos, picks, deltas, truth, float(t)) >= keep * base - 1e-12:
+    for t in np.sort(np.unique(np.concatenate([judged[np.isfinite(judged)], [-1.0]])))[::-1]:
+        if accuracy(t) >= keep * base - 1e-12:
             chosen = float(t)
             break
-    answers, _ = protos.decide(picks, deltas, chosen)
     changed = np.array([t != NONE for t in truth])
+    unknown = judged < chosen
     return {"unknown_threshold": chosen, "threshold_rule": THRESHOLD_RULE, "keep": keep,
-            "validation": {"pairs": len(truth), "accuracy": {"without": base, "with": accuracy_with(
-                protos, picks, deltas, truth, chosen)},
-                "actions_read_as_unknown": float(np.mean([a == UNKNOWN for a, c in zip(answers, changed) if c]))
-                if changed.any() else 0.0}}
+            "validation": {"pairs": len(truth), "accuracy": {"without": base, "with": accuracy(chosen)},
+                           "actions_read_as_unknown": float(np.mean(unknown[changed])) if changed.any() else 0.0}}
 
 
 def auroc(scores_pos: np.ndarray, scores_neg: np.ndarray) -> float:
