@@ -100,6 +100,33 @@ def test_prototypes_are_saved_beside_the_weights_and_named_by_the_model_id(tmp_p
     (tmp_path / "broken" / "model.json").write_text(json.dumps(meta_b))
     with pytest.raises(ModelFileError, match="prototypes"):
         CausalDeltaModel.load(tmp_path / "broken")
+    # hostile prototype files and descriptions: one clear error each, never a model that loads
+    good = (tmp_path / "p2")
+    model.save(good, meta)
+    m_good = json.loads((good / "model.json").read_text())
+
+    def broken(name, write_file=None, **prototypes_meta):
+        d = tmp_path / name
+        shutil.copytree(good, d)
+        if write_file is not None:
+            write_file(d / FILE)
+        m = dict(m_good)
+        m["prototypes"] = {**m_good["prototypes"], **prototypes_meta}
+        (d / "model.json").write_text(json.dumps(m))
+        with pytest.raises(ModelFileError, match="prototypes"):
+            CausalDeltaModel.load(d)
+
+    from safetensors.numpy import save_file
+
+    broken("garbage", lambda f: f.write_bytes(b"\x00\xff" * 100))
+    broken("cut", lambda f: f.write_bytes(f.read_bytes()[:50]))
+    broken("wide", lambda f: save_file({"vectors": np.ones((2, d + 3), np.float32)}, str(f)))
+    broken("nan", lambda f: save_file({"vectors": np.full((2, d), np.nan, np.float32)}, str(f)))
+    broken("labels", labels=["open"])
+    broken("repeat", labels=["open", "open"])
+    broken("threshold", unknown_threshold="high")
+    broken("threshold_nan", unknown_threshold=float("nan"))
+    broken("enrolled", enrolled=["wipe"])
     with pytest.raises(ValueError, match="one of the classifier's labels"):
         enroll(model, rng.normal(size=(3, d)), "open")
 

@@ -73,11 +73,14 @@ class Prototypes:
             self.vectors = unit(self.vectors)  # similarities are cosines whatever the vectors' lengths
         if self.vectors.ndim != 2 or len(self.vectors) != len(self.labels):
             raise ValueError(f"{len(self.labels)} prototype labels but vectors of shape {self.vectors.shape}")
+        if not np.isfinite(self.vectors).all():
+            raise ValueError("prototype vectors hold NaN or infinite values")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"prototype labels repeat: {self.labels}")
         if not set(self.enrolled) <= set(self.labels):
             raise ValueError(f"enrolled labels {sorted(set(self.enrolled) - set(self.labels))} have no prototype")
-        if self.threshold is not None and not -1.0 <= float(self.threshold) <= 1.0:
+        if self.threshold is not None and not (isinstance(self.threshold, (int, float)) and
+                                               -1.0 <= float(self.threshold) <= 1.0):
             raise ValueError(f"the unknown_change threshold is a cosine similarity in [-1, 1], got {self.threshold}")
 
     # -------------------------------------------------------------------- decisions
