@@ -20,6 +20,7 @@ Sections:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -50,14 +51,13 @@ class NodeRig:
 
     def __init__(self, params: dict):
         import rclpy
-        from rclpy.executors import MultiThreadedExecutor
         from rclpy.parameter import Parameter
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
         from std_msgs.msg import String
 
         from cde_ros.ros.perception_node import PerceptionNode, start
-        from cde_ros.ros.spin_thread import SpinThread
+        from cde_ros.ros.spin_thread import SpinThread, create_executor
 
         self.ctx = rclpy.Context()
         rclpy.init(context=self.ctx)
@@ -80,7 +80,7 @@ class NodeRig:
         self.io.create_subscription(String, "/cde/action", on_action, rel)
         if not start(self.node):
             raise RuntimeError("perception node did not start")
-        self.ex = MultiThreadedExecutor(num_threads=3, context=self.ctx)
+        self.ex = create_executor(self.node.get_parameter("executor").value, context=self.ctx)  # as the node's main
         self.ex.add_node(self.node)
         self.ex.add_node(self.io)
         self.spinner = SpinThread(self.ex).start()
@@ -123,14 +123,15 @@ def bench_latency(models: dict[str, Path], events: int) -> list[dict]:
 
     from cde_ros.data.events import EventPhase
     from cde_ros.ros.conversions import rgb_to_image_msg
+    from cde_ros.ros.spin_thread import EXECUTORS
 
     rows = []
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(4)]
     for name, model_dir in models.items():
-        for precompute in (True, False):
+        for precompute, executor in itertools.product((True, False), EXECUTORS):
             rig = NodeRig({"model_dir": str(model_dir), "pre_offset": 0.0, "post_settle": 0.0,
-                           "precompute_before": precompute})
+                           "precompute_before": precompute, "executor": executor})
             lat, parts = [], []
             try:
                 t = 10 * S
@@ -159,11 +160,11 @@ def bench_latency(models: dict[str, Path], events: int) -> list[dict]:
                      for k in ("queue", "decode", "encode_before", "encode_after", "head")}
             floor = share["encode_after"] + share["head"]
             share["event + result transport and callbacks"] = statistics.median(lat) - sum(share.values())
-            rows.append({"model": name, "precompute_before": precompute, "events": len(lat),
+            rows.append({"model": name, "precompute_before": precompute, "executor": executor, "events": len(lat),
                          "median_ms": statistics.median(lat), "p95_ms": float(np.percentile(lat, 95)),
                          "floor_ms": floor, "over_floor": statistics.median(lat) / floor,
                          "median_share_ms": {k: round(v, 2) for k, v in share.items()}})
-            print(f"latency {name} precompute={precompute}: median {rows[-1]['median_ms']:.1f} ms, "
+            print(f"latency {name} precompute={precompute} {executor}: median {rows[-1]['median_ms']:.1f} ms, "
                   f"p95 {rows[-1]['p95_ms']:.1f} ms, {rows[-1]['over_floor']:.2f}x the encode+head floor", flush=True)
     return rows
 
@@ -215,6 +216,8 @@ def bench_ingest(seconds: float) -> list[dict]:
 
 
 CAMERA_CASES = ((640, 480, 30), (1280, 720, 30), (1920, 1080, 30), (1280, 720, 60))
+# (raw_ingest, executor): the node's default, the default before, the old path
+CAMERA_PATHS = ((True, "events"), (True, "multi_threaded"), (False, "multi_threaded"))
 
 
 def publish_camera(w: int, h: int, hz: float, seconds: float, reliability: str) -> int:
@@ -267,8 +270,8 @@ def bench_camera(seconds: float) -> list[dict]:
     rows = []
     for w, h, hz in CAMERA_CASES:
         for reliability in ("reliable", "best_effort"):
-            for raw in (True, False):
-                rig = NodeRig({"model_dir": str(shipped_model_dir()), "raw_ingest": raw,
+            for raw, executor in CAMERA_PATHS:
+                rig = NodeRig({"model_dir": str(shipped_model_dir()), "raw_ingest": raw, "executor": executor,
                                "image_qos_reliability": reliability, "image_qos_depth": 5,
                                "buffer_seconds": 5.0, "buffer_max_frames": 1000, "buffer_max_mb": 4096.0,
                                "expected_frame_rate": float(hz)})
@@ -290,11 +293,12 @@ def bench_camera(seconds: float) -> list[dict]:
                 profile = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") or os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE")
                 rows.append({"transport": Path(profile).name if profile else "Fast DDS defaults",
                              "size": f"{w}x{h}", "hz": hz, "reliability": reliability,
-                             "ingest": "raw (serialized)" if raw else "deserialized by rclpy", "sent": sent,
+                             "ingest": "raw (serialized)" if raw else "deserialized by rclpy", "executor": executor,
+                             "sent": sent,
                              "received": received, "received_share": round(received / max(1, sent), 4),
                              "frames_missing_by_stamps": missing,
                              "node_cpu_percent": round(100 * (c1 - c0) / max(1e-9, t1 - t0), 1)})
-                print(f"camera {w}x{h}@{hz} {reliability} {'raw' if raw else 'deserialized'}: "
+                print(f"camera {w}x{h}@{hz} {reliability} {'raw' if raw else 'deserialized'} {executor}: "
                       f"{received}/{sent} frames, node CPU {rows[-1]['node_cpu_percent']} %", flush=True)
     return rows
 
@@ -420,25 +424,31 @@ def write_report(results: dict, out: Path) -> None:
          "Each section names the run that measured it (`--only` reruns some and keeps the others).", ""]
     if "latency" in results:
         L += ["## Event latency (end event published -> /cde/action received, through rclpy)", "",
-              run_of("latency"), "", "| model | before embedding | median ms | p95 ms |", "|---|---|---|---|"]
+              run_of("latency"), "", "`executor`: the node process's (parameter `executor`); the benchmark's "
+              "listener is spun by the same executor.", "",
+              "| model | executor | before embedding | median ms | p95 ms |", "|---|---|---|---|---|"]
         for r in results["latency"]:
-            L.append(f"| {r['model']} | {'at event start' if r['precompute_before'] else 'at the end (naive)'} | "
+            L.append(f"| {r['model']} | {r.get('executor', 'multi_threaded')} | "
+                     f"{'at event start' if r['precompute_before'] else 'at the end (naive)'} | "
                      f"{r['median_ms']:.1f} | {r['p95_ms']:.1f} |")
         if all("floor_ms" in r for r in results["latency"]):
             L += ["", "Where the median went (ms; the floor is one encode of the after frame plus the head; target "
                   "≤ 1.3× the floor with the before frame encoded at the start):", "",
-                  "| model | before embedding | floor ms | median / floor | queue | decode | encode before | "
-                  "encode after | head | transport + callbacks |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| model | executor | before embedding | floor ms | median / floor | queue | decode | encode before | "
+                  "encode after | head | transport + callbacks |", "|---|---|---|---|---|---|---|---|---|---|---|"]
             for r in results["latency"]:
                 sh = r["median_share_ms"]
-                L.append(f"| {r['model']} | {'at event start' if r['precompute_before'] else 'at the end'} | "
+                L.append(f"| {r['model']} | {r.get('executor', 'multi_threaded')} | "
+                         f"{'at event start' if r['precompute_before'] else 'at the end'} | "
                          f"{r['floor_ms']:.1f} | {r['over_floor']:.2f}× | {sh['queue']} | {sh['decode']} | "
                          f"{sh['encode_before']} | {sh['encode_after']} | {sh['head']} | "
                          f"{sh['event + result transport and callbacks']} |")
-        for m in {r["model"] for r in results["latency"]}:
-            pre = [r for r in results["latency"] if r["model"] == m and r["precompute_before"]][0]
-            naive = [r for r in results["latency"] if r["model"] == m and not r["precompute_before"]][0]
-            L.append(f"\n{m}: precomputed / naive median = **{pre['median_ms'] / naive['median_ms']:.2f}** (target ≤ 0.6)")
+        for m, ex in sorted({(r["model"], r.get("executor", "multi_threaded")) for r in results["latency"]}):
+            of = [r for r in results["latency"] if r["model"] == m and r.get("executor", "multi_threaded") == ex]
+            pre = [r for r in of if r["precompute_before"]][0]
+            naive = [r for r in of if not r["precompute_before"]][0]
+            L.append(f"\n{m}, {ex}: precomputed / naive median = **{pre['median_ms'] / naive['median_ms']:.2f}** "
+                     "(target ≤ 0.6)")
         L.append("")
     if "ingest" in results:
         L += ["## Frame ingest at 30 Hz (CPU per frame in the image callback vs decoding every frame)", "",
@@ -456,11 +466,11 @@ def write_report(results: dict, out: Path) -> None:
               "subscribes with queue depth 5. `raw`: the node's default (`raw_ingest`: serialized messages, only the "
               "header read on arrival); `deserialized`: rclpy turns every frame into a Python message first (the old "
               "path). CPU: the node process's user+system time over the camera's run, in % of one core.", "",
-              "| transport | frames | QoS | ingest | received / sent | share | missing (from stamps) | node CPU % |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| transport | frames | QoS | ingest | executor | received / sent | share | missing (from stamps) | "
+              "node CPU % |", "|---|---|---|---|---|---|---|---|---|"]
         for r in results["camera"]:
             L.append(f"| {r.get('transport', 'Fast DDS defaults')} | {r['size']} @ {r['hz']} Hz | {r['reliability']} | "
-                     f"{r['ingest']} | {r['received']}/{r['sent']} | "
+                     f"{r['ingest']} | {r.get('executor', 'multi_threaded')} | {r['received']}/{r['sent']} | "
                      f"{r['received_share']:.1%} | {r['frames_missing_by_stamps']} | {r['node_cpu_percent']} |")
         L.append("\n`fastdds_large_images.xml`: `config/fastdds_large_images.xml` through FASTDDS_DEFAULT_PROFILES_FILE in "
                  "both processes (shared-memory segments of 64 MB: with the default 512 KB segment a frame larger than "

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -24,7 +23,7 @@ from cde_ros.model.inference import Predictor
 from cde_ros.ros import conversions
 from cde_ros.ros.demo import PlannerListener, SyntheticCamera
 from cde_ros.ros.perception_node import PerceptionNode, start
-from cde_ros.ros.spin_thread import SpinThread
+from cde_ros.ros.spin_thread import EXECUTORS, SpinThread, create_executor
 
 pytestmark = pytest.mark.ros
 RELIABLE = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
@@ -53,7 +52,7 @@ class Harness:
         self.diagnostics: list[DiagnosticArray] = []
         self.io.create_subscription(Image, "/cde/delta", self.deltas.append, 100)
         self.io.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 100)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.ctx)
+        self.executor = create_executor(self.node.get_parameter("executor").value, context=self.ctx)  # as main()
         self.executor.add_node(self.node)
         self.executor.add_node(self.io)
         self.started = start(self.node)
@@ -347,14 +346,15 @@ def test_invalid_parameters_are_reported_and_every_event_still_answered(harness_
     assert h.node.set_parameters([Parameter("confidence_threshold", value=0.5)])[0].successful
 
 
-def test_spin_thread_runs_callbacks_and_stops_cleanly():
+@pytest.mark.parametrize("kind", EXECUTORS)
+def test_spin_thread_runs_callbacks_and_stops_cleanly(kind):
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     try:
         node = Node("cde_spin_probe", context=ctx)
         ticks = threading.Event()
         node.create_timer(0.01, ticks.set)
-        spinner = SpinThread(MultiThreadedExecutor(num_threads=2, context=ctx))
+        spinner = SpinThread(create_executor(kind, context=ctx, num_threads=2))
         spinner.executor.add_node(node)
         spinner.start()
         assert ticks.wait(5.0), "the timer never fired while spinning"
@@ -424,7 +424,7 @@ def test_two_namespaced_nodes_each_answer_only_their_own_events(tiny_model):
     pubs = {ns: (io.create_publisher(Image, f"/{ns}/camera/image_raw", RELIABLE),
                  io.create_publisher(String, f"/{ns}/cde/event", RELIABLE)) for ns in nodes}
     listeners = {ns: PlannerListener(io, topic=f"/{ns}/cde/action") for ns in nodes}
-    executor = MultiThreadedExecutor(num_threads=4, context=ctx)
+    executor = create_executor("multi_threaded", context=ctx, num_threads=4)  # the other executor the node offers
     for n in (*nodes.values(), io):
         executor.add_node(n)
     try:
@@ -482,6 +482,18 @@ def test_the_node_process_exits_cleanly_on_a_repeated_sigint(tiny_model):
             proc.kill()
     assert proc.returncode == 0, "".join(lines) + out
     assert "shutting down" in out and "Traceback" not in out
+
+
+def test_the_node_process_refuses_an_unknown_executor_in_one_sentence(tiny_model):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "cde_ros.ros.perception_node", "--ros-args", "-p",
+                           f"model_dir:={tiny_model}", "-p", "executor:=fastest"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "executor must be one of events, multi_threaded, not 'fastest'" in out and "Traceback" not in out
 
 
 def test_planner_verdicts_follow_the_contract():

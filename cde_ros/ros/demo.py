@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -36,7 +35,7 @@ from ..data.events import EventPhase
 from ..synthetic.scenes import SceneConfig, StreamConfig, stream
 from . import conversions
 from .perception_node import PerceptionNode, start
-from .spin_thread import SpinThread
+from .spin_thread import SpinThread, create_executor
 
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -257,7 +256,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if not start(perception):
         print("cde-ros demo: the perception node could not be configured/activated", file=sys.stderr)
         return 1
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = create_executor(perception.get_parameter("executor").value, num_threads=4)
     for n in (perception, player, planner):
         executor.add_node(n)
     spinner = SpinThread(executor).start()

@@ -29,7 +29,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
@@ -43,6 +42,7 @@ from ..data.pairing import EventPairer, Outcome, PairingConfig
 from ..data.snapshot import SnapshotBuffer
 from ..model.where import ROI_MIN_SHARE, heat_map, share_inside
 from . import conversions
+from .spin_thread import EXECUTORS, create_executor
 
 NODE_NAME = "cde_perception"
 EVENT_QUEUE_DEPTH = 10_000  # event messages kept while the node catches up (a burst of 200 pairs lost 150 at 100)
@@ -108,6 +108,10 @@ PARAMS: dict[str, _Param] = {
                                   "estimated from the stamp gaps (too low under heavy loss).", range=(0.0, 1000.0)),
     "diagnostics_period": _Param(1.0, "Seconds between /diagnostics messages.", range=(0.05, 60.0)),
     "autostart": _Param(True, "Configure and activate on start-up (set false when a lifecycle manager does it)."),
+    "executor": _Param("events", "The executor of the node's process (read at start): events = rclpy's "
+                       "EventsExecutor, callbacks dispatched from C++ (lowest latency, see "
+                       "benchmarks/results/perf.md); multi_threaded = rclpy's MultiThreadedExecutor.",
+                       choices=EXECUTORS),
 }
 
 
@@ -711,7 +715,15 @@ def main(args: list[str] | None = None) -> None:
 
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = PerceptionNode()
-    executor = MultiThreadedExecutor(num_threads=3)
+    kind = node.get_parameter("executor").value
+    try:
+        executor = create_executor(kind)
+    except (RuntimeError, ValueError) as exc:
+        node.get_logger().error(str(exc))
+        node.destroy_node()
+        rclpy.shutdown()
+        raise SystemExit(2) from None
+    node.get_logger().info(f"executor: {kind}")
     stopping = threading.Event()
 
     def on_signal(signum, frame) -> None:

@@ -1,4 +1,12 @@
-"""Spin an rclpy executor in a background thread and stop it cleanly.
+"""The executor the node runs on, and spinning one in a background thread that stops cleanly.
+
+`create_executor` makes the executor by name. `events` is rclpy's EventsExecutor
+(`rclpy.experimental`, in Jazzy since rclpy 7.1.4 and in Kilted): it dispatches callbacks from
+C++ on one thread instead of rebuilding a Python wait set for every callback, which took the
+shipped model's event latency from 12.7 ms (median; p95 38.8 ms) to 9.9 ms (p95 11.2 ms) in
+`benchmarks/perf.py --only latency` (results in benchmarks/results/perf.md). The node needs no
+second executor thread: inference runs in its own worker thread, every callback is short.
+`multi_threaded` is rclpy's MultiThreadedExecutor, the classic choice.
 
 `Executor.shutdown()` destroys the executor's guard condition without waiting for the thread
 that spins (ros2/rclpy#968, still open; in the Kilted wheels the wait on running work is skipped
@@ -15,7 +23,27 @@ from __future__ import annotations
 import threading
 import time
 
-from rclpy.executors import Executor
+from rclpy.context import Context
+from rclpy.executors import Executor, MultiThreadedExecutor
+
+EXECUTORS = ("events", "multi_threaded")
+
+
+def create_executor(kind: str = "events", context: Context | None = None, num_threads: int = 3) -> Executor:
+    """An executor by name (`EXECUTORS`); `num_threads` is for `multi_threaded` only.
+
+    Raises ValueError for another name and RuntimeError, saying what to do, when this rclpy has
+    no EventsExecutor (older than Jazzy's 7.1.4): there is no silent fallback."""
+    if kind == "multi_threaded":
+        return MultiThreadedExecutor(num_threads=num_threads, context=context)
+    if kind != "events":
+        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, not {kind!r}")
+    try:
+        from rclpy.experimental import EventsExecutor
+    except ImportError as exc:
+        raise RuntimeError("this rclpy has no EventsExecutor (it came with Jazzy's rclpy 7.1.4 and Kilted): "
+                           "set the parameter executor to multi_threaded") from exc
+    return EventsExecutor(context=context)
 
 
 class SpinThread:
