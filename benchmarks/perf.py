@@ -259,47 +259,62 @@ def _cpu_seconds() -> float:
     return t.user + t.system
 
 
-def bench_camera(seconds: float) -> list[dict]:
-    """Frames received / sent with the camera in another process (as on a robot), for the raw
-    (serialized) ingest and rclpy's deserialization of every frame, reliable and best-effort;
-    the CPU share of the node's process while the camera runs."""
+def camera_case(w: int, h: int, hz: float, seconds: float, reliability: str, raw: bool, executor: str) -> dict:
+    """One row of `bench_camera`, run in a process of its own (the node alone in it, as on a robot:
+    run one after another in one process, the later cases measured up to 3x the node CPU)."""
     import subprocess
 
     from cde_ros.core.paths import shipped_model_dir
+
+    rig = NodeRig({"model_dir": str(shipped_model_dir()), "raw_ingest": raw, "executor": executor,
+                   "image_qos_reliability": reliability, "image_qos_depth": 5,
+                   "buffer_seconds": 5.0, "buffer_max_frames": 1000, "buffer_max_mb": 4096.0,
+                   "expected_frame_rate": float(hz)})
+    try:
+        proc = subprocess.Popen([sys.executable, __file__, "--publish", str(w), str(h), str(hz),
+                                 str(seconds), reliability], stdout=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        while not rig.node.counters["frames"] and proc.poll() is None:
+            time.sleep(0.01)
+        c0, t0 = _cpu_seconds(), time.perf_counter()
+        out, _ = proc.communicate(timeout=seconds + 120)
+        c1, t1 = _cpu_seconds(), time.perf_counter()
+        time.sleep(0.5)
+        sent = json.loads(out.strip().splitlines()[-1])["sent"]
+        received = rig.node.counters["frames"]
+        missing = rig.node._gaps.missing
+    finally:
+        rig.close()
+    profile = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") or os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE")
+    return {"transport": Path(profile).name if profile else "Fast DDS defaults",
+            "size": f"{w}x{h}", "hz": hz, "reliability": reliability,
+            "ingest": "raw (serialized)" if raw else "deserialized by rclpy", "executor": executor,
+            "sent": sent, "received": received, "received_share": round(received / max(1, sent), 4),
+            "frames_missing_by_stamps": missing,
+            "node_cpu_percent": round(100 * (c1 - c0) / max(1e-9, t1 - t0), 1)}
+
+
+def bench_camera(seconds: float) -> list[dict]:
+    """Frames received / sent with the camera in another process (as on a robot), for the raw
+    (serialized) ingest and rclpy's deserialization of every frame, each executor, reliable and
+    best-effort; the CPU share of the node's process while the camera runs. Every case is a node
+    process of its own (`camera_case`)."""
+    import subprocess
 
     rows = []
     for w, h, hz in CAMERA_CASES:
         for reliability in ("reliable", "best_effort"):
             for raw, executor in CAMERA_PATHS:
-                rig = NodeRig({"model_dir": str(shipped_model_dir()), "raw_ingest": raw, "executor": executor,
-                               "image_qos_reliability": reliability, "image_qos_depth": 5,
-                               "buffer_seconds": 5.0, "buffer_max_frames": 1000, "buffer_max_mb": 4096.0,
-                               "expected_frame_rate": float(hz)})
-                try:
-                    proc = subprocess.Popen([sys.executable, __file__, "--publish", str(w), str(h), str(hz),
-                                             str(seconds), reliability], stdout=subprocess.PIPE, text=True,
-                                            env={**os.environ, "PYTHONPATH": str(ROOT)})
-                    while not rig.node.counters["frames"] and proc.poll() is None:
-                        time.sleep(0.01)
-                    c0, t0 = _cpu_seconds(), time.perf_counter()
-                    out, _ = proc.communicate(timeout=seconds + 120)
-                    c1, t1 = _cpu_seconds(), time.perf_counter()
-                    time.sleep(0.5)
-                    sent = json.loads(out.strip().splitlines()[-1])["sent"]
-                    received = rig.node.counters["frames"]
-                    missing = rig.node._gaps.missing
-                finally:
-                    rig.close()
-                profile = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") or os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE")
-                rows.append({"transport": Path(profile).name if profile else "Fast DDS defaults",
-                             "size": f"{w}x{h}", "hz": hz, "reliability": reliability,
-                             "ingest": "raw (serialized)" if raw else "deserialized by rclpy", "executor": executor,
-                             "sent": sent,
-                             "received": received, "received_share": round(received / max(1, sent), 4),
-                             "frames_missing_by_stamps": missing,
-                             "node_cpu_percent": round(100 * (c1 - c0) / max(1e-9, t1 - t0), 1)})
+                proc = subprocess.run([sys.executable, __file__, "--camera-case", str(w), str(h), str(hz),
+                                       str(seconds), reliability, "raw" if raw else "deserialized", executor],
+                                      capture_output=True, text=True, timeout=seconds + 300,
+                                      env={**os.environ, "PYTHONPATH": str(ROOT)})
+                if proc.returncode != 0:
+                    raise RuntimeError(f"camera case {w}x{h}@{hz} {reliability} failed:\n{proc.stderr[-2000:]}")
+                rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
                 print(f"camera {w}x{h}@{hz} {reliability} {'raw' if raw else 'deserialized'} {executor}: "
-                      f"{received}/{sent} frames, node CPU {rows[-1]['node_cpu_percent']} %", flush=True)
+                      f"{rows[-1]['received']}/{rows[-1]['sent']} frames, node CPU {rows[-1]['node_cpu_percent']} %",
+                      flush=True)
     return rows
 
 
@@ -501,6 +516,8 @@ def main() -> int:
     ap.add_argument("--only", nargs="+", choices=["latency", "ingest", "camera", "pairing", "training", "soak"])
     ap.add_argument("--camera-seconds", type=float, default=8.0)
     ap.add_argument("--publish", nargs=5, metavar=("W", "H", "HZ", "SECONDS", "RELIABILITY"), help=argparse.SUPPRESS)
+    ap.add_argument("--camera-case", nargs=7, help=argparse.SUPPRESS,
+                    metavar=("W", "H", "HZ", "SECONDS", "RELIABILITY", "INGEST", "EXECUTOR"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--latency-events", type=int, default=20)
     ap.add_argument("--ingest-seconds", type=float, default=10.0)
@@ -511,6 +528,12 @@ def main() -> int:
     if args.publish:
         w, h, hz, seconds, reliability = args.publish
         return publish_camera(int(w), int(h), float(hz), float(seconds), reliability)
+    if args.camera_case:
+        w, h, hz, seconds, reliability, ingest, executor = args.camera_case
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        row = camera_case(int(w), int(h), float(hz), float(seconds), reliability, ingest == "raw", executor)
+        print(json.dumps(row), flush=True)
+        return 0
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", str(150 + os.getpid() % 50))
     os.environ.setdefault("TQDM_DISABLE", "1")

@@ -606,13 +606,14 @@ class PerceptionNode(LifecycleNode):
             payload["timings_ms"] = {k: round(v, 2) for k, v in job.timings.items()}
         if located:
             payload["change"] = region
-            if region is not None and self._p("publish_change") and o.after is not None:
-                w, h = job.size
-                self._pub_change.publish(conversions.heat_map_msg(
-                    heat_map(region, max(1, w // 4), max(1, h // 4), scale=0.25), o.after.stamp_ns, frame_id))
+        # the answer first: the images below are for viewers, a planner waits for this one
+        self._pub_action.publish(conversions.json_string(payload))
+        if located and region is not None and self._p("publish_change") and o.after is not None:
+            w, h = job.size
+            self._pub_change.publish(conversions.heat_map_msg(
+                heat_map(region, max(1, w // 4), max(1, h // 4), scale=0.25), o.after.stamp_ns, frame_id))
         if pred is not None and self._p("publish_delta") and o.after is not None:
             self._pub_delta.publish(conversions.delta_image_msg(pred.delta, pred.topk_delta, o.after.stamp_ns, frame_id))
-        self._pub_action.publish(conversions.json_string(payload))
         self.counters["results"] += 1
         if pred is None:
             self._unanswered[o.status] = self._unanswered.get(o.status, 0) + 1
