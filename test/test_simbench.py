@@ -8,7 +8,7 @@ import pytest
 
 from conftest import TINY_YAML
 
-from cde_ros.training.simbench import (SUITE, bags_of, choose_change_threshold, draw_episodes, evaluate_model_on_suite,
+from cde_ros.training.simbench import (SUITE, TARGET_SIZE_BINS, bags_of, choose_change_threshold, draw_episodes, evaluate_model_on_suite,
                                        few_shot, open_set, read_split, record_suite)
 
 SIZES = {"train": 12, "val": 3, "comp": 4, "syst": 4, "style": 3, "style_comp": 4, "style_syst": 4, "style_train": 14}
@@ -52,8 +52,14 @@ def test_a_model_is_evaluated_on_every_split_with_the_pixel_floor(suite, tiny_mo
             roi = m["where"]["roi"]  # spatial verification with the fixture's box and a decoy
             assert roi["pairs"] <= m["action_pairs"]
             assert roi["pairs"] == 0 or 0 <= roi["kept_with_target_roi"] <= 1 and 0 <= roi["caught_with_decoy_roi"] <= 1
+            # accuracy by the fixture's size: every pair that changed something with its box in one bin
+            sizes = m["by_target_size"]
+            assert [b for _, _, b in TARGET_SIZE_BINS] == list(sizes)
+            assert sum(v["n"] for v in sizes.values()) == w["n"]
+            assert all(v["accuracy"] is None if v["n"] == 0 else 0 <= v["accuracy"] <= 1 for v in sizes.values())
     text = (tmp_path / f"sim_model_{tiny_model.name}.md").read_text()
     assert "held-out object classes" in text and "pixel floor" in text.lower() and "Where the change" in text
+    assert "by the size of the manipulated fixture's box" in text
     assert (tmp_path / f"sim_confusion_{tiny_model.name}_syst.png").stat().st_size > 5000
 
 

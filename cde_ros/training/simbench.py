@@ -192,6 +192,29 @@ def localisation(predictor, preds: list, pairs: PairSet) -> dict[str, Any] | Non
 
 # ------------------------------------------------------------------------------- the floor
 
+# Bins of the manipulated fixture's projected box, as a share of the image: the terciles of the
+# validation split's pairs that changed something (0.176 and 0.333), rounded. How small a change
+# the model sees: a switch covers 8 % of the image, a cabinet 60 %.
+TARGET_SIZE_BINS = ((0.0, 0.18, "small (< 18 % of the image)"), (0.18, 0.33, "medium (18-33 %)"),
+                    (0.33, 1.01, "large (>= 33 %)"))
+
+
+def by_target_size(pairs: PairSet, pred: list[str]) -> dict[str, dict[str, float]] | None:
+    """Accuracy on the pairs that changed something, by the size of the manipulated fixture's
+    box (`TARGET_SIZE_BINS`); None when the recording has no boxes."""
+    boxes = getattr(pairs, "target_boxes", None)
+    size = getattr(pairs, "camera_size", None)
+    if not boxes or size is None or not any(boxes):
+        return None
+    w, h = size
+    out = {}
+    for lo, hi, name in TARGET_SIZE_BINS:
+        hits = [p == t for p, t, b in zip(pred, pairs.actions, boxes)
+                if t != "none" and b and lo <= b[2] * b[3] / (w * h) < hi]
+        out[name] = {"n": len(hits), "accuracy": float(np.mean(hits)) if hits else None}
+    return out
+
+
 def pixel_change(pairs: PairSet, size: int = 64) -> np.ndarray:
     """Mean absolute grey-level change between the before and after frame of each pair (0..255),
     at `size` x `size`: the simplest failure detector."""
@@ -263,6 +286,9 @@ def evaluate_model_on_suite(model_dir: Path, data: Path, out: Path, splits: tupl
         where = localisation(predictor, preds, pairs)
         if where is not None:
             m["where"] = where
+        sizes = by_target_size(pairs, pred)
+        if sizes is not None:
+            m["by_target_size"] = sizes
         rows[split] = m
         log(f"{split}: accuracy {m['accuracy']:.3f}, false success {m['false_success_rate']:.3f}, false failure "
             f"{m['false_failure_rate']:.3f} (n={m['n']}); pixel floor false success {m['floor']['false_success_rate']:.3f}, "
@@ -302,6 +328,15 @@ def _markdown(result: dict, name: str) -> str:
     lines += ["", "Accuracy per manipulated object class:", ""]
     for split, m in result["splits"].items():
         lines.append(f"- {split}: " + ", ".join(f"{o} {v:.2f}" for o, v in m["per_object"].items()))
+    if any("by_target_size" in m for m in result["splits"].values()):
+        bins = [name for _, _, name in TARGET_SIZE_BINS]
+        lines += ["", "Accuracy on the pairs that changed something, by the size of the manipulated fixture's box "
+                  "(pairs in brackets):", "", "| split | " + " | ".join(bins) + " |", "|---|" + "---|" * len(bins)]
+        for split, m in result["splits"].items():
+            if "by_target_size" in m:
+                cells = [(m["by_target_size"][b]["accuracy"], m["by_target_size"][b]["n"]) for b in bins]
+                lines.append(f"| {split} | " + " | ".join("–" if a is None else f"{a:.2f} ({n})" for a, n in cells)
+                             + " |")
     if any("where" in m for m in result["splits"].values()):
         lines += ["", "Where the change was put (pairs that changed something): share of the Top-K delta inside the "
                   "manipulated fixture's projected box / hit rate (at least half inside) / IoU of the Top-K bounding "
