@@ -484,6 +484,67 @@ def test_the_node_process_exits_cleanly_on_a_repeated_sigint(tiny_model):
     assert "shutting down" in out and "Traceback" not in out
 
 
+@pytest.mark.parametrize("kind", EXECUTORS)
+def test_the_node_process_serves_lifecycle_transitions_and_events(tiny_model, kind):
+    """As `ros2 lifecycle set` and a planner do: the node's own process (main(), with each executor)
+    started with autostart false is configured and activated through its lifecycle services, then
+    answers an event through rclpy, and exits with 0 on SIGINT."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    ns = f"lc_{kind}"
+    proc = subprocess.Popen([sys.executable, "-m", "cde_ros.ros.perception_node", "--ros-args", "-r", f"__ns:=/{ns}",
+                             "-p", f"model_dir:={tiny_model}", "-p", "device:=cpu", "-p", "autostart:=false",
+                             "-p", f"executor:={kind}", "-p", "image_qos_reliability:=reliable",
+                             "-p", "image_qos_depth:=1000"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    io = Node("cde_test_lifecycle", context=ctx)
+    executor = create_executor("multi_threaded", context=ctx, num_threads=2)
+    executor.add_node(io)
+    spinner = SpinThread(executor).start()
+    try:
+        change = io.create_client(ChangeState, f"/{ns}/cde_perception/change_state")
+        state = io.create_client(GetState, f"/{ns}/cde_perception/get_state")
+        assert change.wait_for_service(timeout_sec=30.0) and state.wait_for_service(timeout_sec=5.0)
+        assert state.call(GetState.Request(), timeout_sec=5.0).current_state.label == "unconfigured"
+        for t in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+            assert change.call(ChangeState.Request(transition=Transition(id=t)), timeout_sec=30.0).success
+        assert state.call(GetState.Request(), timeout_sec=5.0).current_state.label == "active"
+        img = io.create_publisher(Image, f"/{ns}/camera/image_raw", RELIABLE)
+        ev = io.create_publisher(String, f"/{ns}/cde/event", RELIABLE)
+        listener = PlannerListener(io, topic=f"/{ns}/cde/action")
+        deadline = time.monotonic() + 10
+        while not (img.get_subscription_count() and ev.get_subscription_count()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for i in range(30):
+            t = int((10.0 + i * 0.1) * S)
+            img.publish(conversions.rgb_to_image_msg(np.full((24, 32, 3), i * 7 % 255, np.uint8), t, "cam"))
+            if i == 12:
+                ev.publish(String(data=EventPhase("start", "lc", int(11.0 * S), "open").to_json()))
+            if i == 16:
+                ev.publish(String(data=EventPhase("end", "lc", int(11.5 * S)).to_json()))
+            time.sleep(0.01)
+        assert listener.wait_for(["lc"], 30), "the node's process never answered"
+        assert listener.answers["lc"] == 1 and listener.results["lc"]["status"] == "ok"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        spinner.stop()
+        io.destroy_node()
+        rclpy.shutdown(context=ctx)
+    assert proc.returncode == 0, out
+    assert f"executor: {kind}" in out and "Traceback" not in out
+
+
 def test_the_node_process_refuses_an_unknown_executor_in_one_sentence(tiny_model):
     import subprocess
     import sys
