@@ -2,10 +2,10 @@
 
 `create_executor` makes the executor by name. `events` is rclpy's EventsExecutor
 (`rclpy.experimental`, in Jazzy since rclpy 7.1.4 and in Kilted): it dispatches callbacks from
-C++ on one thread instead of rebuilding a Python wait set for every callback, which took the
-shipped model's event latency from 12.7 ms (median; p95 38.8 ms) to 9.9 ms (p95 11.2 ms) in
-`benchmarks/perf.py --only latency` (results in benchmarks/results/perf.md). The node needs no
-second executor thread: inference runs in its own worker thread, every callback is short.
+C++ on one thread instead of rebuilding a Python wait set for every callback: a shorter event
+latency (p95 about a third), a third to a half of the CPU per camera frame and fewer frames lost
+at 1080p30 and 720p60 (both measured in benchmarks/results/perf.md). The node needs no second
+executor thread: inference runs in its own worker thread, every callback is short.
 `multi_threaded` is rclpy's MultiThreadedExecutor, the classic choice.
 
 `Executor.shutdown()` destroys the executor's guard condition without waiting for the thread
