@@ -8,8 +8,9 @@ import pytest
 
 from conftest import TINY_YAML
 
-from cde_ros.training.simbench import (SUITE, TARGET_SIZE_BINS, bags_of, choose_change_threshold, draw_episodes, evaluate_model_on_suite,
-                                       few_shot, open_set, read_split, record_suite)
+from cde_ros.training.simbench import (FEW_SHOT_STARTS, SUITE, TARGET_SIZE_BINS, bags_of, choose_change_threshold,
+                                       draw_episodes, evaluate_model_on_suite, few_shot, open_set, read_split,
+                                       record_suite)
 
 SIZES = {"train": 12, "val": 3, "comp": 4, "syst": 4, "style": 3, "style_comp": 4, "style_syst": 4, "style_train": 14}
 
@@ -76,12 +77,16 @@ def test_few_shot_trains_both_starts_and_writes_table_and_plot(suite, tiny_model
     (tmp_path / "tiny.yaml").write_text(TINY_YAML)
     rows = few_shot(data, tiny_model, tmp_path, load_config(tmp_path / "tiny.yaml"), ks=(1,), seeds=(0,),
                     cache_dir=tmp_path / "cache", log=lambda m: None)
-    assert [(r["k"], r["start"]) for r in rows] == [(1, "scratch"), (1, "init"), (1, "init+replay"),
-                                                    (1, "init+replay+env"), (1, "init+prototypes"),
-                                                    (1, "finetune+replay")]
-    assert rows[4]["steps"] == 0 and rows[5]["freeze_backbone"] == 0  # prototypes train nothing; finetune all
+    assert [(r["k"], r["start"]) for r in rows] == [(1, s) for s in FEW_SHOT_STARTS] == [
+        (1, "scratch"), (1, "init"), (1, "init+replay"), (1, "init+replay+env"), (1, "init+replay+reverse"),
+        (1, "init+prototypes"), (1, "finetune+replay"), (1, "finetune+replay+reverse")]
+    by = {r["start"]: r for r in rows}
+    assert by["init+prototypes"]["steps"] == 0  # prototypes train nothing; the finetune starts train everything
+    assert by["finetune+replay"]["freeze_backbone"] == by["finetune+replay+reverse"]["freeze_backbone"] == 0
     assert all(r["style_comp"]["n"] == SIZES["style_comp"] and r["shots"] <= 9 for r in rows)
-    assert rows[2]["pairs"] > rows[1]["pairs"] == rows[1]["shots"]  # the replay adds the init model's own pairs
+    # the new cell's check pairs: its recorded episodes that were not drawn as shots
+    assert all(r["new_cell_val"]["n"] == SIZES["style_train"] - r["shots"] for r in rows)
+    assert by["init+replay"]["pairs"] > by["init"]["pairs"] == by["init"]["shots"]  # the replay adds the init model's own pairs
     assert "| 1 | init | 1 |" in (tmp_path / "fewshot.md").read_text()
     assert (tmp_path / "fewshot.png").stat().st_size > 5000
     assert json.loads((tmp_path / "fewshot.json").read_text())["rows"] == json.loads(json.dumps(rows))

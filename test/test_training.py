@@ -156,3 +156,30 @@ def test_resume_refuses_a_damaged_checkpoint_or_other_settings_in_one_sentence(t
     with pytest.raises(ValueError, match="cannot be resumed from"):
         train(tr, None, list(ACTIONS), MC, PRE, TrainConfig(epochs=3, batch_size=32), tmp_path, resume=True,
               progress=False, log=lambda m: None)
+
+
+def test_reversed_pairs_teach_the_opposite_action():
+    """With training.reverse_pairs, pairs of `open` played backwards teach `close`: a model that
+    never saw a `close` pair recognises reversed `open` pairs as `close`; without it, it does not.
+    Labels without their opposite in the label set (`wipe`) are never reversed."""
+    import numpy as np
+
+    from cde_ros.core.dataset import PairSet
+    from cde_ros.training.evaluation import evaluate_pairs
+    from cde_ros.training.trainer import _reverse_map
+
+    assert _reverse_map(["open", "close", "wipe", "none"]).tolist() == [1, 0, -1, 3]
+    pairs = generate_pairs("iid", 360, SceneConfig(size=(64, 64)), seed=3)
+    keep = np.flatnonzero(np.isin(pairs.actions, ["open", "none"]))
+    tr = pairs.subset(keep)
+    opened = pairs.subset(np.flatnonzero(np.array(pairs.actions) == "open"))
+    backwards = PairSet(opened.after, opened.before, ["close"] * len(opened))
+    labels = ["open", "close", "none"]
+    rates = {}
+    for reverse in (False, True):
+        cfg = TrainConfig(epochs=30, batch_size=16, lr=2e-3, reverse_pairs=reverse, none_recall_target=0.0)
+        model = train(tr, None, labels, MC, PRE, cfg, None, progress=False, log=lambda m: None).model
+        rates[reverse] = evaluate_pairs(model, backwards)["per_class"]["close"]
+    assert rates[False] < 0.2 and rates[True] > 0.8, rates
+    with pytest.raises(ValueError, match="reverse_pairs must be true or false"):
+        TrainConfig(reverse_pairs="yes")

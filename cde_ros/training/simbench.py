@@ -381,8 +381,10 @@ FEW_SHOT_STEPS = 200  # optimizer steps per run, whatever k (fixed beforehand, n
 # `init+prototypes` trains nothing: the init model's classifier still says whether anything
 # changed, the action is the nearest of the k shots' class prototypes (cde_ros.model.prototypes);
 # `finetune+replay` is init+replay with the whole network learning (backbone learning rate x
-# training.backbone_lr_scale, 0.1 from --init) whatever the config freezes
-FEW_SHOT_STARTS = ("scratch", "init", "init+replay", "init+replay+env", "init+prototypes", "finetune+replay")
+# training.backbone_lr_scale, 0.1 from --init) whatever the config freezes; `+reverse`: with
+# training.reverse_pairs (each pair also teaches the opposite action, played backwards)
+FEW_SHOT_STARTS = ("scratch", "init", "init+replay", "init+replay+env", "init+replay+reverse", "init+prototypes",
+                   "finetune+replay", "finetune+replay+reverse")
 REPLAY_PER_LABEL = 30
 FEW_SHOT_TARGETS = (0.90, 0.85)  # issue 19: from --init with 30 per action, held-out combinations / classes
 ENV_WEIGHT = 1.0
@@ -390,13 +392,17 @@ ENV_WEIGHT = 1.0
 
 def draw_episodes(pool: PairSet, k: int, seed: int) -> PairSet:
     """k pairs of every label of the pool (all of them where a label has fewer), drawn per seed."""
+    return pool.subset(_draw(pool, k, seed))
+
+
+def _draw(pool: PairSet, k: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng([seed, k, 17])
     acts = np.array(pool.actions)
     pick = []
     for a in sorted(set(pool.actions)):
         idx = np.flatnonzero(acts == a)
         pick += list(rng.choice(idx, size=min(k, len(idx)), replace=False))
-    return pool.subset(np.sort(pick))
+    return np.sort(pick)
 
 
 def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, ...] = FEW_SHOT_KS,
@@ -440,10 +446,14 @@ def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, 
     rows: list[dict] = []
     for k in ks:
         for seed in seeds:
-            shots = draw_episodes(pool, k, seed)
+            picked = _draw(pool, k, seed)
+            shots = pool.subset(picked)
+            # the new cell's validation pairs: its recorded episodes not drawn as shots (a user's
+            # check recordings); the only pairs a choice between starts may be read from
+            check = pool.subset(np.setdiff1d(np.arange(len(pool)), picked))
             for start in starts:
                 if start == "init+prototypes":
-                    rows.append(prototype_start.run(shots, k, seed, log))
+                    rows.append(prototype_start.run(shots, check, k, seed, log))
                     _write_few_shot(rows, out, meta["model_id"], init_dir)
                     continue
                 data_pairs = shots
@@ -452,17 +462,19 @@ def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, 
                 epochs = _epochs_for(len(data_pairs), cfg.training.batch_size, steps)
                 # few labelled pairs: no validation pairs to spare, so no none operating point (bias 0)
                 tc = replace(cfg.training, epochs=epochs, seed=seed, none_recall_target=0.0)
-                if start in ("scratch", "finetune+replay"):  # the config's freezing is for the other init starts
+                if start == "scratch" or start.startswith("finetune"):  # the config's freezing is for the other init starts
                     tc = replace(tc, freeze_backbone=0)
                 if start.endswith("+env"):
                     tc = replace(tc, loss=replace(tc.loss, alpha_env=ENV_WEIGHT))
+                if start.endswith("+reverse"):
+                    tc = replace(tc, reverse_pairs=True)
                 init = init_from(init_dir, labels)[0] if start != "scratch" else None
                 res = train(data_pairs, None, labels, cfg.model, pre, tc, None, progress=False, log=lambda m: None,
                             init=init)
                 row = {"k": k, "seed": seed, "start": start, "pairs": len(data_pairs), "shots": len(shots),
                        "epochs": epochs, "steps": steps, "freeze_backbone": tc.freeze_backbone,
                        "train_seconds": round(res.seconds, 1)}
-                for name, pairs in tests.items():
+                for name, pairs in {"new_cell_val": check, **tests}.items():
                     m = evaluate_pairs(res.model, pairs)
                     row[name] = {key: m[key] for key in ("accuracy", "false_success_rate", "false_failure_rate",
                                                          "per_class", "n")}
@@ -486,7 +498,7 @@ class _PrototypeStart:
         self.model, _ = CausalDeltaModel.load(init_dir)
         self.tests = {name: (pairs.actions, *classifier_picks(self.model, pairs)) for name, pairs in tests.items()}
 
-    def run(self, shots: PairSet, k: int, seed: int, log: Callable[[str], None]) -> dict:
+    def run(self, shots: PairSet, check: PairSet, k: int, seed: int, log: Callable[[str], None]) -> dict:
         from ..model.prototypes import classifier_picks, from_pairs
 
         t0 = time.perf_counter()
@@ -496,7 +508,8 @@ class _PrototypeStart:
         seconds = time.perf_counter() - t0
         row = {"k": k, "seed": seed, "start": "init+prototypes", "pairs": len(shots), "shots": len(shots),
                "epochs": 0, "steps": 0, "freeze_backbone": "all", "train_seconds": round(seconds, 1)}
-        for name, (truth, picks, test_deltas) in self.tests.items():
+        for name, (truth, picks, test_deltas) in {"new_cell_val": (check.actions, *classifier_picks(self.model, check)),
+                                                  **self.tests}.items():
             answers, _ = protos.decide(picks, test_deltas, None)
             m = classification_metrics(truth, answers, list(self.model.labels))
             row[name] = {key: m[key] for key in ("accuracy", "false_success_rate", "false_failure_rate", "per_class",
@@ -511,7 +524,7 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path) -
                                                  indent=1) + "\n")
 
     def col(rs, split, key):
-        v = np.array([r[split][key] for r in rs], float)
+        v = np.array([r[split][key] if split in r else np.nan for r in rs], float)
         v = v[~np.isnan(v)]
         return f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}" if len(v) else "n/a"
 
@@ -530,15 +543,20 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path) -
              f"training, the init model's classifier at its operating point says whether anything changed and the "
              f"nearest of the k shots' class prototypes which action (`cde_ros.model.prototypes`). {steps} "
              "optimizer steps per run (scratch: the whole network learns); plain argmax for the trained starts (too "
-             "few pairs to choose a `none` operating point on). Mean ± std over seeds.", "",
-             "| k | start | seeds | held-out combinations | false success | false failure | held-out classes | "
-             "false success | false failure | train s |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "few pairs to choose a `none` operating point on). `+reverse`: with `training.reverse_pairs` (every pair "
+             "also played backwards as the opposite action). Mean ± std over seeds. `new-cell val`: the style's "
+             "recorded episodes not drawn as shots (the user's check recordings), the only column a choice is read "
+             "from (n/a: rows recorded before it was measured).", "",
+             "| k | start | seeds | new-cell val | held-out combinations | false success | false failure | "
+             "held-out classes | false success | false failure | train s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for k in sorted({r["k"] for r in rows}):
         for start in FEW_SHOT_STARTS:
             rs = [r for r in rows if r["k"] == k and r["start"] == start]
             if not rs:
                 continue
-            lines.append(f"| {k} | {start} | {len(rs)} | {col(rs, 'style_comp', 'accuracy')} | "
+            lines.append(f"| {k} | {start} | {len(rs)} | {col(rs, 'new_cell_val', 'accuracy')} | "
+                         f"{col(rs, 'style_comp', 'accuracy')} | "
                          f"{col(rs, 'style_comp', 'false_success_rate')} | {col(rs, 'style_comp', 'false_failure_rate')} | "
                          f"{col(rs, 'style_syst', 'accuracy')} | {col(rs, 'style_syst', 'false_success_rate')} | "
                          f"{col(rs, 'style_syst', 'false_failure_rate')} | {np.mean([r['train_seconds'] for r in rs]):.0f} |")
@@ -550,8 +568,8 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path) -
     panels = zip(axes, ("style_comp", "style_syst"), ("held-out combinations", "held-out classes"), FEW_SHOT_TARGETS)
     for ax, split, title, target in panels:
         ax.axhline(target, color="black", ls="--", lw=1, label="target at k = 30")
-        for start, color in zip(FEW_SHOT_STARTS, ("tab:gray", "tab:blue", "tab:green", "tab:orange", "tab:purple",
-                                                  "tab:red")):
+        for start, color in zip(FEW_SHOT_STARTS, ("tab:gray", "tab:blue", "tab:green", "tab:orange", "tab:olive",
+                                                  "tab:purple", "tab:red", "tab:brown")):
             ks = sorted({r["k"] for r in rows if r["start"] == start})
             if not ks:
                 continue

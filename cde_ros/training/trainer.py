@@ -55,6 +55,12 @@ class TrainConfig:
     # simulator's cells differ by (camera placements, tinted light), not tuned on held-out data
     augment_view: float = 0.15
     augment_tint: float = 0.1
+    # time reversal: a pair played backwards (after as before) is a pair of the opposite action
+    # (core.actions.OPPOSITE: open <-> close, turn_on <-> turn_off, push_left <-> push_right,
+    # fill <-> empty; none stays none) and its delta is the negated delta. True: every pair whose
+    # label has its opposite (or is none) in the label set is played backwards with probability
+    # 0.5, so each recorded episode teaches its action and the opposite one
+    reverse_pairs: bool = False
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 = all cores
     # after the last epoch, the `none` operating point is chosen on the validation pairs so that
@@ -98,8 +104,9 @@ class TrainConfig:
         f = self.freeze_backbone
         if not (f == "all" or (isinstance(f, int) and not isinstance(f, bool) and f >= 0)):
             raise ValueError(f"training.freeze_backbone must be a number of epochs >= 0 or 'all', got {f!r}")
-        if not isinstance(self.augment, bool):
-            raise ValueError(f"training.augment must be true or false, got {self.augment!r}")
+        for name in ("augment", "reverse_pairs"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"training.{name} must be true or false, got {getattr(self, name)!r}")
 
     @property
     def frozen_epochs(self) -> int:
@@ -139,6 +146,24 @@ def _flip_map(labels: list[str]) -> torch.Tensor:
         if a in idx and OPPOSITE[a] in idx:
             out[idx[a]] = idx[OPPOSITE[a]]
     return torch.tensor(out)
+
+
+def _reverse_map(labels: list[str]) -> torch.Tensor:
+    """Per label index: the index of the label a pair played backwards has, -1 where the label
+    set has no such label (such pairs are never reversed)."""
+    idx = {a: i for i, a in enumerate(labels)}
+    return torch.tensor([idx.get("none" if a == "none" else OPPOSITE.get(a, ""), -1) for a in labels])
+
+
+def _reverse(y: torch.Tensor, reverse_map: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which pairs of a batch are played backwards (half of the reversible ones) and their labels."""
+    rev = (torch.rand(len(y), generator=gen) < 0.5) & (reverse_map[y] >= 0)
+    return rev, torch.where(rev, reverse_map[y], y)
+
+
+def _swap(rev: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    m = rev.view(-1, *([1] * (before.dim() - 1))).to(before.device)
+    return torch.where(m, after, before), torch.where(m, before, after)
 
 
 def _shared_view(b: torch.Tensor, a: torch.Tensor, amount: float, gen: torch.Generator):
@@ -332,6 +357,9 @@ def train(train_pairs: PairSet, val_pairs: PairSet | None, labels: list[str], mo
         raise ValueError(f"need at least 2 training pairs, got {n}")
     none_index = label_idx.get("none")
     flip_map = _flip_map(labels)
+    reverse_map = _reverse_map(labels)
+    if cfg.reverse_pairs and rank == 0 and not (reverse_map >= 0).any():
+        log("training.reverse_pairs is set but no label has its opposite in the label set; no pair is reversed")
     opt = torch.optim.AdamW([{"params": list(model.backbone.parameters()), "lr": cfg.lr * lr_scale},
                              {"params": model.head_parameters(), "lr": cfg.lr}], weight_decay=cfg.weight_decay)
     per_rank = math.ceil(n / world)
@@ -386,13 +414,20 @@ def train(train_pairs: PairSet, val_pairs: PairSet | None, labels: list[str], mo
         for i in bar:
             idx = order[i:i + cfg.batch_size]
             y, env = y_all[idx], env_all[idx].to(device)
+            rev = None
+            if cfg.reverse_pairs:
+                rev, y = _reverse(y, reverse_map, gen)
             if cache is not None:
                 gb, pb, ga, pa = (t[idx].to(device) for t in cache)
+                if rev is not None:
+                    (gb, ga), (pb, pa) = _swap(rev, gb, ga), _swap(rev, pb, pa)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                     out = model.head(model.project(gb, pb), model.project(ga, pa))
                 y = y.to(device)
             else:
                 xb, xa = pre.normalise_pair(before_all[idx], after_all[idx])
+                if rev is not None:
+                    xb, xa = _swap(rev, xb, xa)
                 if cfg.augment:
                     xb, xa, y = _augment(xb, xa, y, flip_map, gen, cfg.augment_view, cfg.augment_tint)
                 xb, xa, y = xb.to(device, non_blocking=True), xa.to(device, non_blocking=True), y.to(device)
