@@ -86,6 +86,10 @@ def test_few_shot_trains_both_starts_and_writes_table_and_plot(suite, tiny_model
     assert all(r["style_comp"]["n"] == SIZES["style_comp"] and r["shots"] <= 9 for r in rows)
     # the new cell's check pairs: its recorded episodes that were not drawn as shots
     assert all(r["new_cell_val"]["n"] == SIZES["style_train"] - r["shots"] for r in rows)
+    # the trained starts are calibrated on those check pairs where they hold enough `none` pairs;
+    # this tiny suite does not, and the row says why instead of a number from too few pairs
+    trained = [r for r in rows if r["start"] != "init+prototypes"]
+    assert all("fewer than the 20" in r["check_not_calibrated"] and "style_comp_calibrated" not in r for r in trained)
     assert by["init+replay"]["pairs"] > by["init"]["pairs"] == by["init"]["shots"]  # the replay adds the init model's own pairs
     assert "| 1 | init | 1 |" in (tmp_path / "fewshot.md").read_text()
     assert (tmp_path / "fewshot.png").stat().st_size > 5000

@@ -388,6 +388,9 @@ FEW_SHOT_STARTS = ("scratch", "init", "init+replay", "init+replay+env", "init+re
 REPLAY_PER_LABEL = 30
 FEW_SHOT_TARGETS = (0.90, 0.85)  # issue 19: from --init with 30 per action, held-out combinations / classes
 ENV_WEIGHT = 1.0
+# `none` recall on the new cell's check pairs that its operating point is set to (as
+# `cde-ros calibrate` does by default), for the calibrated columns of the trained starts
+CHECK_NONE_RECALL = 0.98
 
 
 def draw_episodes(pool: PairSet, k: int, seed: int) -> PairSet:
@@ -418,6 +421,7 @@ def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, 
     from ..core.actions import ACTIONS
     from ..core.preprocess import Preprocessing
     from ..data.pairing import PairingConfig
+    from ..model import decision
     from ..model.network import init_from, read_meta
     from .config import load_config
     from .evaluation import evaluate_pairs
@@ -478,6 +482,17 @@ def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, 
                     m = evaluate_pairs(res.model, pairs)
                     row[name] = {key: m[key] for key in ("accuracy", "false_success_rate", "false_failure_rate",
                                                          "per_class", "n")}
+                # the operating point a user sets with `cde-ros calibrate` on the new cell's check
+                # recordings (here: its episodes not drawn as shots), and the test splits at it
+                try:
+                    d = decision.calibrate(res.model, check, CHECK_NONE_RECALL, source="the new cell's check pairs")
+                    row["check_none_logit_bias"] = d["none_logit_bias"]
+                    for name, pairs in tests.items():
+                        m = evaluate_pairs(res.model, pairs)
+                        row[f"{name}_calibrated"] = {key: m[key] for key in ("accuracy", "false_success_rate",
+                                                                             "false_failure_rate", "n")}
+                except ValueError as exc:  # too few `none` pairs left to calibrate on
+                    row["check_not_calibrated"] = str(exc)
                 log(f"k={k} seed {seed} {start}: " + ", ".join(f"{n} {row[n]['accuracy']:.3f}" for n in tests) +
                     f" ({res.seconds:.0f} s)")
                 rows.append(row)
@@ -560,6 +575,21 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path) -
                          f"{col(rs, 'style_comp', 'false_success_rate')} | {col(rs, 'style_comp', 'false_failure_rate')} | "
                          f"{col(rs, 'style_syst', 'accuracy')} | {col(rs, 'style_syst', 'false_success_rate')} | "
                          f"{col(rs, 'style_syst', 'false_failure_rate')} | {np.mean([r['train_seconds'] for r in rs]):.0f} |")
+    cal = [r for r in rows if "style_comp_calibrated" in r]
+    if cal:
+        lines += ["", f"The trained starts with the `none` operating point set on the new cell's check pairs (none "
+                  f"recall {CHECK_NONE_RECALL:g} there, as `cde-ros calibrate` does), the step a user takes before "
+                  "launching; rows without enough check `none` pairs are left out:", "",
+                  "| k | start | seeds | none bias | held-out combinations | false success | false failure | "
+                  "held-out classes | false success | false failure |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for k in sorted({r["k"] for r in cal}):
+            for start in FEW_SHOT_STARTS:
+                rs = [r for r in cal if r["k"] == k and r["start"] == start]
+                if rs:
+                    bias = np.mean([r["check_none_logit_bias"] for r in rs])
+                    cells = [col(rs, f"{split}_calibrated", key) for split in ("style_comp", "style_syst")
+                             for key in ("accuracy", "false_success_rate", "false_failure_rate")]
+                    lines.append(f"| {k} | {start} | {len(rs)} | {bias:.2f} | " + " | ".join(cells) + " |")
     (out / "fewshot.md").write_text("\n".join(lines) + "\n")
     from .evaluation import _pyplot
 
