@@ -128,6 +128,35 @@ def test_cell_augmentations_treat_both_frames_alike():
     assert (a - b).abs().sum() > 0.5 * (moved - x).abs().sum()
 
 
+def test_perspective_and_colour_augmentations_treat_both_frames_alike():
+    """The perspective warp maps the frame's corners where it says, is the identity at 0 and is
+    the same for both frames; the contrast/saturation change keeps a grey image grey and leaves a
+    pair without change without change."""
+    import torch
+
+    from cde_ros.training.trainer import _homographies, _shared_color, _shared_perspective
+
+    corners = torch.tensor([[[-0.9, -1.1], [1.2, -0.8], [0.9, 1.0], [-1.0, 0.7]]])
+    hom = _homographies(corners)[0]
+    src = torch.tensor([[-1.0, -1.0, 1.0], [1.0, -1.0, 1.0], [1.0, 1.0, 1.0], [-1.0, 1.0, 1.0]])
+    mapped = src @ hom.T
+    assert torch.allclose(mapped[:, :2] / mapped[:, 2:], corners[0], atol=1e-5)
+    x = torch.randn(8, 3, 32, 32)
+    b, a = _shared_perspective(x, x.clone(), 0.0, torch.Generator().manual_seed(1))
+    assert torch.allclose(b, x, atol=1e-4)
+    b, a = _shared_perspective(x, x.clone(), 0.2, torch.Generator().manual_seed(1))
+    assert torch.equal(b, a) and not torch.allclose(b, x, atol=0.1)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    b, a = _shared_color(x, x.clone(), 0.0, torch.Generator().manual_seed(1), mean, std)
+    assert torch.allclose(b, x, atol=1e-5)
+    b, a = _shared_color(x, x.clone(), 0.4, torch.Generator().manual_seed(1), mean, std)
+    assert torch.equal(b, a) and not torch.allclose(b, x, atol=0.05)
+    grey = ((torch.rand(8, 1, 32, 32).expand(8, 3, 32, 32)) - mean) / std
+    b, _ = _shared_color(grey, grey.clone(), 0.4, torch.Generator().manual_seed(3), mean, std)
+    rgb = b * std + mean
+    assert torch.allclose(rgb[:, 0], rgb[:, 1], atol=1e-5) and torch.allclose(rgb[:, 1], rgb[:, 2], atol=1e-5)
+
+
 def test_push_labels_follow_the_mirror():
     import torch
 

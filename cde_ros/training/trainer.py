@@ -55,6 +55,12 @@ class TrainConfig:
     # simulator's cells differ by (camera placements, tinted light), not tuned on held-out data
     augment_view: float = 0.15
     augment_tint: float = 0.1
+    # with augment, two more of the same kind (0: off): another camera angle, as a perspective
+    # warp whose corners move by up to this share of the frame; other materials and light, as a
+    # contrast and saturation change of up to this share, and with probability half of it a
+    # grey image
+    augment_perspective: float = 0.0
+    augment_color: float = 0.0
     # time reversal: a pair played backwards (after as before) is a pair of the opposite action
     # (core.actions.OPPOSITE: open <-> close, turn_on <-> turn_off, push_left <-> push_right,
     # fill <-> empty; none stays none) and its delta is the negated delta. True: every pair whose
@@ -98,6 +104,8 @@ class TrainConfig:
         number("token_cache_gb", 0.0)
         number("augment_view", 0.0, 0.5)
         number("augment_tint", 0.0, 1.0)
+        number("augment_perspective", 0.0, 0.5)
+        number("augment_color", 0.0, 1.0)
         number("backbone_lr_scale", 0.0, 10.0, optional=True)
         if not 0.0 <= self.none_recall_target <= 1.0:  # refused now, not after the last epoch
             raise ValueError(f"none_recall_target must be within [0, 1], got {self.none_recall_target}")
@@ -187,8 +195,64 @@ def _shared_tint(b: torch.Tensor, a: torch.Tensor, amount: float, gen: torch.Gen
     return b + cast, a + cast
 
 
+def _homographies(corners: torch.Tensor) -> torch.Tensor:
+    """Per sample the 3x3 homography taking the corners of [-1, 1]^2 to `corners` (n, 4, 2)."""
+    src = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+    n = corners.shape[0]
+    rows = torch.zeros(n, 8, 8)
+    x, y = src[:, 0], src[:, 1]
+    u, v = corners[..., 0], corners[..., 1]
+    rows[:, 0::2, 0], rows[:, 0::2, 1], rows[:, 0::2, 2] = x, y, 1.0
+    rows[:, 1::2, 3], rows[:, 1::2, 4], rows[:, 1::2, 5] = x, y, 1.0
+    rows[:, 0::2, 6], rows[:, 0::2, 7] = -u * x, -u * y
+    rows[:, 1::2, 6], rows[:, 1::2, 7] = -v * x, -v * y
+    rhs = torch.stack([u, v], dim=2).reshape(n, 8)
+    h = torch.linalg.solve(rows, rhs)
+    return torch.cat([h, torch.ones(n, 1)], dim=1).view(n, 3, 3)
+
+
+def _shared_perspective(b: torch.Tensor, a: torch.Tensor, amount: float, gen: torch.Generator):
+    """One perspective warp per pair, the same for both frames: each corner of the frame moves by
+    up to `amount` of the frame inwards or outwards (the counter seen from another angle)."""
+    import torch.nn.functional as F
+
+    n, _, hgt, wid = b.shape
+    base = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+    corners = base + (torch.rand(n, 4, 2, generator=gen) * 2 - 1) * 2 * amount
+    hom = _homographies(corners)
+    ident = torch.eye(2, 3).expand(n, 2, 3)
+    grid = F.affine_grid(ident, [n, 1, hgt, wid], align_corners=False).view(n, -1, 2)
+    pts = torch.cat([grid, torch.ones(n, grid.shape[1], 1)], dim=2) @ hom.transpose(1, 2)
+    grid = (pts[..., :2] / pts[..., 2:].clamp_min(1e-3)).view(n, hgt, wid, 2)
+    return (F.grid_sample(b, grid, align_corners=False, padding_mode="reflection"),
+            F.grid_sample(a, grid, align_corners=False, padding_mode="reflection"))
+
+
+def _shared_color(b: torch.Tensor, a: torch.Tensor, amount: float, gen: torch.Generator,
+                  mean: torch.Tensor, std: torch.Tensor):
+    """One contrast and saturation change per pair, the same for both frames, on the images'
+    pixel values (normalised frames in and out); with probability amount/2 the pair turns grey."""
+    n = b.shape[0]
+    contrast = 1 + amount * (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1)
+    saturation = 1 + amount * (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1)
+    saturation = torch.where(torch.rand(n, 1, 1, 1, generator=gen) < amount / 2, torch.zeros_like(saturation),
+                             saturation)
+    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    level = ((b * std + mean) * weights).sum(1, keepdim=True).mean((2, 3), keepdim=True)  # the before frame's
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        rgb = x * std + mean
+        grey = (rgb * weights).sum(1, keepdim=True)
+        rgb = grey + saturation * (rgb - grey)
+        rgb = level + contrast * (rgb - level)
+        return (rgb - mean) / std
+
+    return apply(b), apply(a)
+
+
 def _augment(b: torch.Tensor, a: torch.Tensor, y: torch.Tensor, flip_map: torch.Tensor, gen: torch.Generator,
-             view: float = 0.0, tint: float = 0.0):
+             view: float = 0.0, tint: float = 0.0, perspective: float = 0.0, color: float = 0.0,
+             mean: tuple[float, float, float] = (0.0, 0.0, 0.0), std: tuple[float, float, float] = (1.0, 1.0, 1.0)):
     n = b.shape[0]
     flip = torch.rand(n, generator=gen) < 0.5
     b = torch.where(flip[:, None, None, None], b.flip(3), b)
@@ -197,8 +261,12 @@ def _augment(b: torch.Tensor, a: torch.Tensor, y: torch.Tensor, flip_map: torch.
     gb = 1 + 0.3 * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)
     ga = 1 + 0.3 * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)
     b, a = b * gb, a * ga
+    if perspective:
+        b, a = _shared_perspective(b, a, perspective, gen)
     if view:
         b, a = _shared_view(b, a, view, gen)
+    if color:
+        b, a = _shared_color(b, a, color, gen, torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1))
     if tint:
         b, a = _shared_tint(b, a, tint, gen)
     return b, a, y
@@ -429,7 +497,8 @@ def train(train_pairs: PairSet, val_pairs: PairSet | None, labels: list[str], mo
                 if rev is not None:
                     xb, xa = _swap(rev, xb, xa)
                 if cfg.augment:
-                    xb, xa, y = _augment(xb, xa, y, flip_map, gen, cfg.augment_view, cfg.augment_tint)
+                    xb, xa, y = _augment(xb, xa, y, flip_map, gen, cfg.augment_view, cfg.augment_tint,
+                                          cfg.augment_perspective, cfg.augment_color, pre.mean, pre.std)
                 xb, xa, y = xb.to(device, non_blocking=True), xa.to(device, non_blocking=True), y.to(device)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                     out = ddp_model(xb, xa)
