@@ -93,7 +93,7 @@ def test_yaml_config_is_read_and_checked(tmp_path):
 
 
 def test_train_synthetic_cli_makes_a_loadable_model_that_records_its_recipe(tmp_path):
-    """`cde-ros train-synthetic` is how the shipped model is made: run it small, end to end."""
+    """`cde-ros train-synthetic` (the 2D scenes' trainer) runs end to end, small."""
     from conftest import TINY_YAML, run_cli
 
     from cde_ros.model.network import CausalDeltaModel
