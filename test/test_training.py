@@ -157,6 +157,19 @@ def test_perspective_and_colour_augmentations_treat_both_frames_alike():
     assert torch.allclose(rgb[:, 0], rgb[:, 1], atol=1e-5) and torch.allclose(rgb[:, 1], rgb[:, 2], atol=1e-5)
 
 
+def test_augmentation_strengths_out_of_range_are_refused_in_one_sentence(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    for name, value in (("augment_perspective", "-0.1"), ("augment_perspective", "0.9"), ("augment_color", "1.5"),
+                        ("augment_color", "strong"), ("augment_color", ".nan"), ("augment_perspective", "true"),
+                        ("augment_color", "1e308")):
+        bad.write_text(f"training:\n  {name}: {value}\n")
+        with pytest.raises(ValueError, match=f"training.{name} must be a number within"):
+            load_config(bad)
+    bad.write_text("training:\n  augment_perspective: 0.5\n  augment_color: 1.0\n")
+    cfg = load_config(bad)
+    assert (cfg.training.augment_perspective, cfg.training.augment_color) == (0.5, 1.0)
+
+
 def test_push_labels_follow_the_mirror():
     import torch
 

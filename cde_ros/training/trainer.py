@@ -195,9 +195,12 @@ def _shared_tint(b: torch.Tensor, a: torch.Tensor, amount: float, gen: torch.Gen
     return b + cast, a + cast
 
 
+_FRAME_CORNERS = ((-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0))  # grid_sample's frame, clockwise
+
+
 def _homographies(corners: torch.Tensor) -> torch.Tensor:
     """Per sample the 3x3 homography taking the corners of [-1, 1]^2 to `corners` (n, 4, 2)."""
-    src = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+    src = torch.tensor(_FRAME_CORNERS)
     n = corners.shape[0]
     rows = torch.zeros(n, 8, 8)
     x, y = src[:, 0], src[:, 1]
@@ -217,8 +220,7 @@ def _shared_perspective(b: torch.Tensor, a: torch.Tensor, amount: float, gen: to
     import torch.nn.functional as F
 
     n, _, hgt, wid = b.shape
-    base = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
-    corners = base + (torch.rand(n, 4, 2, generator=gen) * 2 - 1) * 2 * amount
+    corners = torch.tensor(_FRAME_CORNERS) + (torch.rand(n, 4, 2, generator=gen) * 2 - 1) * 2 * amount
     hom = _homographies(corners)
     ident = torch.eye(2, 3).expand(n, 2, 3)
     grid = F.affine_grid(ident, [n, 1, hgt, wid], align_corners=False).view(n, -1, 2)
