@@ -541,9 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--split", choices=["train", "val", "comp", "syst"], default="train",  # sim.tasks.SPLITS
                     help="train/val: training object-action combinations; comp: held-out combinations; "
                          "syst: held-out object classes")
-    sp.add_argument("--style", choices=["train", "heldout"], default="train",  # sim.styles.DOMAINS
+    sp.add_argument("--style", choices=["train", "heldout", "varied"], default="train",  # sim.styles.DOMAINS
                     help="scene style: heldout = room textures, lighting and camera placements never used in "
-                         "training (a new robot cell)")
+                         "training (a new robot cell); varied = more training diversity, disjoint from heldout")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--none-fraction", type=float, default=0.2, help="share of failed attempts (label none)")
     sp.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
@@ -558,7 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "on) or commanded (what the robot was told, as a planner sends it; the truth is in "
                          "/sim/ground_truth)")
     sp.add_argument("--camera", help="one camera placement of the style for every episode (train: front, "
-                                      "front_left, front_right, high; heldout: low_left, low_right, top)")
+                                      "front_left, front_right, high; heldout: low_left, low_right, top; "
+                                      "varied: wide_left, wide_front, wide_right)")
     sp.add_argument("--first-episode", type=int, default=0,
                     help="index of the first episode: bags of one split and seed made in pieces do not repeat")
     sp.add_argument("--around-event-only", action="store_true",
@@ -696,7 +697,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--split", choices=["train", "val", "comp", "syst"], default="val",
                     help="which combinations the robot attempts (val: the training combinations, other episodes; "
                          "comp / syst: held-out combinations / object classes)")
-    sp.add_argument("--style", choices=["train", "heldout"], default="train", help="scene style of the cell")
+    sp.add_argument("--style", choices=["train", "heldout", "varied"], default="train", help="scene style of the cell")
     sp.add_argument("--seed", type=int, default=1)
     sp.add_argument("--rate", type=float, default=10.0, help="camera frame rate of the simulation, Hz")
     sp.add_argument("--realtime", type=float, default=2.0, help="playback speed factor (1 = real time)")

@@ -145,7 +145,29 @@ def test_the_held_out_style_shares_no_family_or_camera_placement_with_training()
             seen[d]["counter"].add(s.counter.family)
             seen[d]["camera"].add(s.camera.name)
     for k in ("floor", "wall", "counter", "camera"):
-        assert seen["train"][k] and seen["heldout"][k] and not seen["train"][k] & seen["heldout"][k], k
+        for d in ("train", "varied"):
+            assert seen[d][k] and seen["heldout"][k] and not seen[d][k] & seen["heldout"][k], (d, k)
+
+
+def test_the_varied_style_is_wider_than_training_and_stays_clear_of_the_held_out_views():
+    """`varied` (more training diversity) spans more than `train` but never reaches a held-out
+    camera view (36-48 degrees to the side below 18 degrees of elevation, or above 64) or light
+    direction (70-110 degrees to the side, below 38 degrees)."""
+    views = {}
+    for d in DOMAINS:
+        rng = np.random.default_rng(1)
+        styles = [sample_style(rng, d) for _ in range(400)]
+        views[d] = np.degrees([[s.camera.azimuth, s.camera.elevation, s.lighting.key_azimuth,
+                                s.lighting.key_elevation] for s in styles])
+    train, varied, heldout = views["train"], views["varied"], views["heldout"]
+    assert np.ptp(varied[:, 0]) > np.ptp(train[:, 0]) + 8 and np.ptp(varied[:, 1]) > np.ptp(train[:, 1]) + 8
+    low, top = heldout[heldout[:, 1] < 30], heldout[heldout[:, 1] > 30]
+    assert low[:, 1].max() < varied[:, 1].min() and varied[:, 1].max() < top[:, 1].min()
+    assert np.abs(varied[:, 0]).max() < np.abs(low[:, 0]).min()
+    assert np.abs(varied[:, 2]).max() < np.abs(heldout[:, 2]).min() and varied[:, 3].min() > heldout[:, 3].max()
+    rng = np.random.default_rng(2)
+    assert {sample_style(rng, "varied", camera=c).camera.name for c in ("wide_left", "wide_right")} == {
+        "wide_left", "wide_right"}
 
 
 def test_record_sim_writes_bags_the_trainer_pairs(tmp_path):

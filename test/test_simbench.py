@@ -93,7 +93,13 @@ def test_few_shot_trains_both_starts_and_writes_table_and_plot(suite, tiny_model
     assert by["init+replay"]["pairs"] > by["init"]["pairs"] == by["init"]["shots"]  # the replay adds the init model's own pairs
     assert "| 1 | init | 1 |" in (tmp_path / "fewshot.md").read_text()
     assert (tmp_path / "fewshot.png").stat().st_size > 5000
-    assert json.loads((tmp_path / "fewshot.json").read_text())["rows"] == json.loads(json.dumps(rows))
+    written = json.loads((tmp_path / "fewshot.json").read_text())
+    assert written["rows"] == json.loads(json.dumps(rows))
+    # the reference line: the init model alone (k = 0) on the same test pairs, in the table too
+    alone = written["init_alone"]
+    assert alone["style_comp"]["n"] == SIZES["style_comp"] and 0 <= alone["style_syst"]["accuracy"] <= 1
+    assert f"| 0 | the init model alone | – | – | {alone['style_comp']['accuracy']:.3f} |" in (
+        tmp_path / "fewshot.md").read_text()
 
 
 def test_draw_episodes_takes_k_per_label_and_the_floor_threshold_balances():
@@ -139,7 +145,9 @@ def test_open_set_measures_unknown_change_and_enrolled_actions(suite, tmp_path):
         open_set(data, out, tmp_path / "os", cache_dir=cache, log=lambda m: None)
     model, meta = CausalDeltaModel.load(out)
     calibrate_unknown(model, known)  # its own pairs: the tiny suite has no validation split to spare
-    model.save(out, {**meta, "skipped_actions": [held]})
+    # as `cde-ros train` records them: the bags it read, here two of the suite's splits
+    bags = [str(data / "train" / "part_00000"), str(data / "train_varied" / "part_00000")]
+    model.save(out, {**meta, "skipped_actions": [held], "data": {"bags": bags}})
     r = open_set(data, out, tmp_path / "os", ks=(1, 2), seeds=(0,), cache_dir=cache, log=lambda m: None)
     assert r["held_out_actions"] == [held] and [(e["k"], e["seed"]) for e in r["enroll"]] == [(1, 0), (2, 0)]
     for name, want in zip(("comp", "syst"), tests):
@@ -147,5 +155,7 @@ def test_open_set_measures_unknown_change_and_enrolled_actions(suite, tmp_path):
         assert m["held_out_pairs"] == want.count(held) > 0 and 0 <= m["auroc"] <= 1
         assert sum(m["held_out_answers"].values()) == pytest.approx(1.0)
         assert all(0 <= e[name]["held_out_accuracy"] <= 1 for e in r["enroll"])
+    assert r["trained_on"] == ["train", "train_varied"]
+    assert "trained on the suite's `train` and `train_varied` splits without" in (tmp_path / "os" / "open_set_m.md").read_text()
     assert "| comp |" in (tmp_path / "os" / "open_set_m.md").read_text()
     assert (tmp_path / "os" / "open_set_m.png").stat().st_size > 5000

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DOMAINS = ("train", "heldout")
+DOMAINS = ("train", "heldout", "varied")  # the order is part of every episode's seed: append only
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,8 @@ _FAMILIES = {
               "counter": ("wood", "marble", "plaster"), "cabinet": ("wood", "plaster")},
     "heldout": {"floor": ("concrete",), "wall": ("brick",), "counter": ("granite", "brushed"),
                 "cabinet": ("brushed", "granite")},
+    "varied": {kind: ("wood", "tiles", "checker", "marble", "plaster", "fabric")
+               for kind in ("floor", "wall", "counter", "cabinet")},
 }
 
 # camera placement families: (name, azimuth deg, elevation deg, relative distance, fovy deg)
@@ -111,6 +113,11 @@ _CAMERAS = {
               ("high", 0, 50, 1.0, 52)),
     "heldout": (("low_left", -42, 14, 1.1, 46), ("low_right", 42, 14, 1.1, 46), ("top", 0, 68, 0.95, 58)),
 }
+# `varied` camera families: (name, azimuth range deg, elevation range deg); distance 0.85-1.25,
+# fovy 42-60 for all. Disjoint from `heldout`'s (azimuth 36-48 to the side below 18 degrees of
+# elevation, or elevation 64-72).
+_VARIED_CAMERAS = (("wide_left", (-34, -8)), ("wide_front", (-14, 14)), ("wide_right", (8, 34)))
+_VARIED_ELEVATION = (20, 60)
 
 
 def _kelvin_rgb(k: float) -> tuple[float, float, float]:
@@ -120,6 +127,8 @@ def _kelvin_rgb(k: float) -> tuple[float, float, float]:
 
 
 def camera_names(domain: str) -> tuple[str, ...]:
+    if domain == "varied":
+        return tuple(c[0] for c in _VARIED_CAMERAS)
     return tuple(c[0] for c in _CAMERAS[domain])
 
 
@@ -131,6 +140,8 @@ def sample_style(rng: np.random.Generator, domain: str = "train", camera: str | 
         raise ValueError(f"camera placement {camera!r} is not one of the {domain} style's {camera_names(domain)}")
     fam = _FAMILIES[domain]
     pick = lambda kind: _surface(rng, fam[kind][rng.integers(len(fam[kind]))], domain, kind)  # noqa: E731
+    if domain == "varied":
+        return _sample_varied(rng, pick, camera)
     if domain == "train":
         az = math.radians(rng.uniform(-60, 60))
         el = math.radians(rng.uniform(45, 80))
@@ -151,3 +162,20 @@ def sample_style(rng: np.random.Generator, domain: str = "train", camera: str | 
         (float(rng.uniform(-0.06, 0.06)), float(rng.uniform(-0.04, 0.04)), float(rng.uniform(-0.04, 0.06))),
         shake=float(rng.uniform(0.0005, 0.003)))
     return Style(domain, pick("floor"), pick("wall"), pick("counter"), pick("cabinet"), lighting, camera)
+
+
+def _sample_varied(rng: np.random.Generator, pick, camera: str | None) -> Style:
+    az = math.radians(rng.uniform(-65, 65))
+    el = math.radians(rng.uniform(40, 85))
+    rgb = np.array(_kelvin_rgb(rng.uniform(2700, 6500))) * rng.uniform(0.45, 1.0)
+    lighting = Lighting(az, el, tuple(float(v) for v in rgb), fill=float(rng.uniform(0.1, 0.4)),
+                        ambient=float(rng.uniform(0.1, 0.3)), drift=float(rng.uniform(0.0, 0.15)))
+    names = camera_names("varied")
+    drawn = int(rng.integers(len(names)))
+    name, (az_lo, az_hi) = _VARIED_CAMERAS[names.index(camera) if camera else drawn]
+    placement = CameraPlacement(
+        name, math.radians(rng.uniform(az_lo, az_hi)), math.radians(rng.uniform(*_VARIED_ELEVATION)),
+        float(rng.uniform(0.85, 1.25)), float(rng.uniform(42, 60)),
+        (float(rng.uniform(-0.08, 0.08)), float(rng.uniform(-0.05, 0.05)), float(rng.uniform(-0.05, 0.07))),
+        shake=float(rng.uniform(0.0005, 0.003)))
+    return Style("varied", pick("floor"), pick("wall"), pick("counter"), pick("cabinet"), lighting, placement)

@@ -7,7 +7,8 @@
   look-alike): kettle, toaster, fridge, book. Each has a different mix of parts and every action
   keeps at least three training classes.
 
-Orthogonal to the split is the scene style (`styles.DOMAINS`): `train` or `heldout`. The held-out
+Orthogonal to the split is the scene style (`styles.DOMAINS`): `train`, `heldout`, or `varied`
+(more training diversity, disjoint from `heldout`). The held-out
 scene style of the issue is `--split val --style heldout` (training combinations in a cell never
 seen); `comp` and `syst` can be drawn in the held-out style too (the few-shot benchmark does).
 

@@ -5,6 +5,7 @@ The suite (`SUITE`) is a directory of rosbag2 recordings, one folder per split, 
 parts of at most `PART_EPISODES` episodes (recorded in parallel processes, resumable):
 
     train        training combinations, training scene style      (the shipped model trains on it)
+    train_varied training combinations, the `varied` scene style     (and on it: more diverse cells)
     val          the same, other episodes                           (epochs, operating points)
     comp, syst   held-out combinations / object classes             (test)
     style        training combinations in the held-out scene style  (test: a new robot cell)
@@ -55,6 +56,7 @@ SUITE: dict[str, SplitSpec] = {
     "style_comp": SplitSpec("comp", "heldout", 240, 5),
     "style_syst": SplitSpec("syst", "heldout", 240, 6),
     "style_train": SplitSpec("train", "heldout", 450, 7),
+    "train_varied": SplitSpec("train", "varied", 2400, 8, camera_per_part=True),
 }
 TEST_SPLITS = ("comp", "syst", "style", "style_comp", "style_syst")
 SUITE_RATE_HZ = 5.0  # the suite's camera rate: half the recorder's default, half the rendering
@@ -447,6 +449,7 @@ def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, 
     labels = [a for a in ACTIONS if a in set(pool.actions)]
     prototype_start = _PrototypeStart(init_dir, tests) if "init+prototypes" in starts else None
     out.mkdir(parents=True, exist_ok=True)
+    alone = init_alone(init_dir, tests)
     rows: list[dict] = []
     for k in ks:
         for seed in seeds:
@@ -458,7 +461,7 @@ def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, 
             for start in starts:
                 if start == "init+prototypes":
                     rows.append(prototype_start.run(shots, check, k, seed, log))
-                    _write_few_shot(rows, out, meta["model_id"], init_dir)
+                    _write_few_shot(rows, out, meta["model_id"], init_dir, alone)
                     continue
                 data_pairs = shots
                 if "replay" in start:
@@ -496,8 +499,19 @@ def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, 
                 log(f"k={k} seed {seed} {start}: " + ", ".join(f"{n} {row[n]['accuracy']:.3f}" for n in tests) +
                     f" ({res.seconds:.0f} s)")
                 rows.append(row)
-                _write_few_shot(rows, out, meta["model_id"], init_dir)
+                _write_few_shot(rows, out, meta["model_id"], init_dir, alone)
     return rows
+
+
+def init_alone(init_dir: Path, tests: dict[str, PairSet]) -> dict[str, dict]:
+    """The reference every start is read against: the init model as shipped (its own operating
+    point, no episode of the new cell) on the test splits."""
+    from ..model.network import CausalDeltaModel
+    from .evaluation import evaluate_pairs
+
+    model, _ = CausalDeltaModel.load(init_dir)
+    return {name: {key: m[key] for key in ("accuracy", "false_success_rate", "false_failure_rate", "n")}
+            for name, m in ((name, evaluate_pairs(model, pairs)) for name, pairs in tests.items())}
 
 
 class _PrototypeStart:
@@ -534,8 +548,9 @@ class _PrototypeStart:
         return row
 
 
-def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path) -> None:
-    (out / "fewshot.json").write_text(json.dumps({"init_model_id": init_id, "init_dir": str(init_dir), "rows": rows},
+def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path, alone: dict | None = None) -> None:
+    (out / "fewshot.json").write_text(json.dumps({"init_model_id": init_id, "init_dir": str(init_dir),
+                                                  "init_alone": alone, "rows": rows},
                                                  indent=1) + "\n")
 
     def col(rs, split, key):
@@ -559,12 +574,17 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path) -
              f"nearest of the k shots' class prototypes which action (`cde_ros.model.prototypes`). {steps} "
              "optimizer steps per run (scratch: the whole network learns); plain argmax for the trained starts (too "
              "few pairs to choose a `none` operating point on). `+reverse`: with `training.reverse_pairs` (every pair "
-             "also played backwards as the opposite action). Mean ± std over seeds. `new-cell val`: the style's "
+             "also played backwards as the opposite action). k = 0: the init model alone, at its own operating point, "
+             "with no episode of the new cell. Mean ± std over seeds. `new-cell val`: the style's "
              "recorded episodes not drawn as shots (the user's check recordings), the only column a choice is read "
              "from (n/a: rows recorded before it was measured).", "",
              "| k | start | seeds | new-cell val | held-out combinations | false success | false failure | "
              "held-out classes | false success | false failure | train s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    if alone:
+        lines.append("| 0 | the init model alone | – | – | " + " | ".join(
+            f"{alone[split][key]:.3f}" for split in ("style_comp", "style_syst")
+            for key in ("accuracy", "false_success_rate", "false_failure_rate")) + " | 0 |")
     for k in sorted({r["k"] for r in rows}):
         for start in FEW_SHOT_STARTS:
             rs = [r for r in rows if r["k"] == k and r["start"] == start]
@@ -598,6 +618,9 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path) -
     panels = zip(axes, ("style_comp", "style_syst"), ("held-out combinations", "held-out classes"), FEW_SHOT_TARGETS)
     for ax, split, title, target in panels:
         ax.axhline(target, color="black", ls="--", lw=1, label="target at k = 30")
+        if alone:
+            ax.axhline(alone[split]["accuracy"], color="black", ls=":", lw=1.2,
+                       label="the init model alone (no episode)")
         for start, color in zip(FEW_SHOT_STARTS, ("tab:gray", "tab:blue", "tab:green", "tab:orange", "tab:olive",
                                                   "tab:purple", "tab:red", "tab:brown")):
             ks = sorted({r["k"] for r in rows if r["start"] == start})
@@ -716,6 +739,8 @@ def open_set(data: Path, model_dir: Path, out: Path, ks: tuple[int, ...] = ENROL
     _, pool_deltas = classifier_picks(model, pool)
     result: dict[str, Any] = {"model_dir": str(model_dir), "model_id": meta["model_id"], "data": str(data),
                               "held_out_actions": sorted(held_out), "labels": list(model.labels),
+                              # the suite splits it was trained on: the folders of its training bags
+                              "trained_on": sorted({Path(b).parent.name for b in meta.get("data", {}).get("bags", [])}),
                               "unknown_threshold": model.prototypes.threshold,
                               "calibration": model.prototypes.info, "splits": {}, "enroll": []}
     for name, (truth, picks, deltas, msp) in tests.items():
@@ -750,10 +775,16 @@ def open_set(data: Path, model_dir: Path, out: Path, ks: tuple[int, ...] = ENROL
     return result
 
 
+def _splits(names: list[str] | None) -> str:
+    if not names:
+        return "pairs its model.json names no recordings of"
+    return "the suite's " + " and ".join(f"`{n}`" for n in names) + (" splits" if len(names) > 1 else " split")
+
+
 def _open_set_markdown(r: dict) -> str:
     v = r["calibration"]["validation"]
     lines = [f"# Unknown changes and enrolled actions: model {r['model_id']}", "",
-             f"`{r['model_dir']}` was trained on the suite's `train` split without the actions "
+             f"`{r['model_dir']}` was trained on {_splits(r.get('trained_on'))} without the actions "
              f"{', '.join(r['held_out_actions'])} (`cde-ros train --skip-actions`), its `none` operating point and its "
              f"prototypes and unknown_change threshold (cosine {r['unknown_threshold']:.3f}) chosen on the `val` "
              f"split's pairs of the known labels (`cde-ros calibrate --unknown`: validation accuracy "
