@@ -425,11 +425,12 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             _fail(f"--steps must be at least 1 (0: the default, 200), got {args.steps}")
         if args.shots and any(k < 1 for k in args.shots):
             _fail(f"--shots must be at least 1 episode per action, got {args.shots}")
-        bad = sorted(set(args.starts) - set(FEW_SHOT_STARTS))
+        starts = tuple(args.starts or FEW_SHOT_STARTS)
+        bad = sorted(set(starts) - set(FEW_SHOT_STARTS))
         if bad:
             _fail(f"unknown --starts {bad}; choose from {', '.join(FEW_SHOT_STARTS)}")
         few_shot(Path(args.few_shot), init, Path(args.out), load_config(args.config) if args.config else None,
-                 ks=tuple(args.shots or FEW_SHOT_KS), seeds=tuple(range(args.seeds or 3)), starts=tuple(args.starts),
+                 ks=tuple(args.shots or FEW_SHOT_KS), seeds=tuple(range(args.seeds or 3)), starts=starts,
                  steps=args.steps, cache_dir=cache, log=_log)
         return 0
     if args.sim:
@@ -684,8 +685,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --few-shot: labelled episodes per action (default 5 10 30, simbench.FEW_SHOT_KS); "
                          "with --open-set: enrolled examples per action (default 1 5 10, simbench.ENROLL_KS)")
     sp.add_argument("--steps", type=int, default=0, help="with --few-shot: optimizer steps per run (default 200)")
-    sp.add_argument("--starts", nargs="+", default=["scratch", "init", "init+replay", "init+replay+env"],
-                    help="with --few-shot: which starts to train (simbench.FEW_SHOT_STARTS)")
+    sp.add_argument("--starts", nargs="+",
+                    help="with --few-shot: which starts to train (default: all of simbench.FEW_SHOT_STARTS; "
+                         "scratch takes minutes per run on a CPU, the finetune starts about a minute)")
     sp.add_argument("--config", help="with --few-shot: the training YAML of both starts (default: built-in defaults)")
     sp.add_argument("--no-cache", action="store_true", help="neither read nor write the pair cache")
     sp.add_argument("--quiet", action="store_true")

@@ -102,6 +102,19 @@ def test_few_shot_trains_both_starts_and_writes_table_and_plot(suite, tiny_model
         tmp_path / "fewshot.md").read_text()
 
 
+def test_few_shot_cli_runs_every_start_by_default_and_refuses_an_unknown_one(tmp_path):
+    """By default the whole benchmark (every start passes the check and the run goes on to the
+    data, missing here); an unknown start is one sentence, before anything is read."""
+    from conftest import run_cli
+
+    proc = run_cli("benchmark", "--few-shot", str(tmp_path), "--starts", "init", "bogus", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "unknown --starts ['bogus']; choose from scratch, init" in proc.stderr
+    proc = run_cli("benchmark", "--few-shot", str(tmp_path), "--out", str(tmp_path / "out"), check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "style_train holds no recorded parts" in proc.stderr
+
+
 def test_draw_episodes_takes_k_per_label_and_the_floor_threshold_balances():
     import numpy as np
 
