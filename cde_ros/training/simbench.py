@@ -447,9 +447,10 @@ def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, 
         source = source.subset(np.flatnonzero(np.isin(source.actions, sorted(set(pool.actions)))))
     tests = {name: read_split(data, name, pre, pairing, cache_dir, log) for name in ("style_comp", "style_syst")}
     labels = [a for a in ACTIONS if a in set(pool.actions)]
-    prototype_start = _PrototypeStart(init_dir, tests) if "init+prototypes" in starts else None
+    # the init model's answers on the test pairs, once: the k = 0 reference and the prototype start
+    prototype_start = _PrototypeStart(init_dir, tests)
+    alone = prototype_start.alone()
     out.mkdir(parents=True, exist_ok=True)
-    alone = init_alone(init_dir, tests)
     rows: list[dict] = []
     for k in ks:
         for seed in seeds:
@@ -503,17 +504,6 @@ def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, 
     return rows
 
 
-def init_alone(init_dir: Path, tests: dict[str, PairSet]) -> dict[str, dict]:
-    """The reference every start is read against: the init model as shipped (its own operating
-    point, no episode of the new cell) on the test splits."""
-    from ..model.network import CausalDeltaModel
-    from .evaluation import evaluate_pairs
-
-    model, _ = CausalDeltaModel.load(init_dir)
-    return {name: {key: m[key] for key in ("accuracy", "false_success_rate", "false_failure_rate", "n")}
-            for name, m in ((name, evaluate_pairs(model, pairs)) for name, pairs in tests.items())}
-
-
 class _PrototypeStart:
     """The `init+prototypes` start: no training; every action's prototype from the k shots, the
     init model's classifier (at its operating point) for whether anything changed, the nearest
@@ -526,6 +516,14 @@ class _PrototypeStart:
 
         self.model, _ = CausalDeltaModel.load(init_dir)
         self.tests = {name: (pairs.actions, *classifier_picks(self.model, pairs)) for name, pairs in tests.items()}
+
+    def alone(self) -> dict[str, dict]:
+        """The reference every start is read against: the init model as it is (its own operating
+        point, no episode of the new cell) on the test splits."""
+        labels = list(self.model.labels)
+        return {name: {key: m[key] for key in ("accuracy", "false_success_rate", "false_failure_rate", "n")}
+                for name, m in ((name, classification_metrics(truth, picks, labels))
+                                for name, (truth, picks, _) in self.tests.items())}
 
     def run(self, shots: PairSet, check: PairSet, k: int, seed: int, log: Callable[[str], None]) -> dict:
         from ..model.prototypes import classifier_picks, from_pairs
