@@ -170,6 +170,24 @@ def test_the_varied_style_is_wider_than_training_and_stays_clear_of_the_held_out
         "wide_left", "wide_right"}
 
 
+def test_record_sim_refuses_a_camera_placement_of_another_style_in_one_sentence(tmp_path):
+    """`--camera` must name a placement of the chosen style (a held-out one for training, a
+    training one for `varied`, nonsense, an empty-looking or huge name): one sentence, nothing
+    written."""
+    for style, camera in (("varied", "front"), ("train", "low_left"), ("heldout", "wide_front"),
+                          ("varied", "../../etc"), ("train", "x" * 5000), ("varied", " ")):
+        proc = run_cli("record-sim", str(tmp_path / "bag"), "--style", style, "--camera", camera, "--episodes", "1",
+                       check=False)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"is not one of the {style} style's placements" in proc.stderr
+        assert not (tmp_path / "bag").exists()
+    sample = {"varied": ("wide_left", "wide_front", "wide_right"), "train": ("front", "front_left", "front_right",
+                                                                           "high")}
+    rng = np.random.default_rng(0)
+    for style, names in sample.items():  # and the names the error lists are the ones that work
+        assert {sample_style(rng, style, camera=c).camera.name for c in names} == set(names)
+
+
 def test_record_sim_writes_bags_the_trainer_pairs(tmp_path):
     """Both storages and image formats; the pairs are the episodes, labelled as the ground truth."""
     from rosbags.rosbag2 import Reader
