@@ -1,10 +1,11 @@
 """Starting a training from what is already known: `train --init`, timm hub weights from an
 offline Hugging Face cache, local DINOv2-style checkpoints, a frozen backbone with cached tokens,
-the backbone's learning rate, the environment-invariance term."""
+the backbone's learning rate, the environment-invariance term, the change-reconstruction term."""
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,8 @@ from conftest import TINY_YAML, run_cli
 
 from cde_ros.core.actions import ACTIONS
 from cde_ros.core.preprocess import Preprocessing
-from cde_ros.model.losses import LossWeights, causal_delta_loss, env_mmd
+from cde_ros.model.losses import (CHANGE_TARGETS, LossWeights, causal_delta_loss, change_reconstruction,
+                                  change_targets, env_mmd)
 from cde_ros.model.network import CausalDeltaModel, ModelConfig, init_from
 from cde_ros.synthetic.scenes import SceneConfig, generate_pairs
 from cde_ros.training.trainer import TrainConfig, train
@@ -266,6 +268,57 @@ def test_training_with_two_environments_logs_the_invariance_term(pairs):
                 TrainConfig(epochs=1, batch_size=48, loss=LossWeights(alpha_env=1.0)), None, progress=False,
                 log=lambda m: None)
     assert res.history[0]["train_env_mmd"] > 0
+
+
+# ------------------------------------------------------------------------ change reconstruction
+
+def test_change_targets_are_each_patchs_signed_and_absolute_colour_change():
+    before = torch.zeros(1, 3, 16, 16)
+    after = before.clone()
+    after[0, 0, :8, 8:] = 2.0  # the top right patch of a 2 x 2 grid turns red
+    after[0, 2, 8:, :8] = -1.0  # the bottom left one loses blue
+    t = change_targets(before, after, 2)
+    assert t.shape == (1, 4, CHANGE_TARGETS)
+    assert torch.allclose(t[0, 1], torch.tensor([2.0, 0, 0, 2.0, 0, 0]))  # row-major: patch 1 is top right
+    assert torch.allclose(t[0, 2], torch.tensor([0, 0, -1.0, 0, 0, 1.0]))
+    assert torch.equal(t[0, 0], torch.zeros(6)) and torch.equal(t[0, 3], torch.zeros(6))
+    assert float(change_reconstruction(t, t)) == 0.0
+    assert float(change_reconstruction(torch.zeros_like(t), t)) == pytest.approx(1.0)
+
+
+def test_training_with_the_change_term_logs_it_and_saves_no_decoder(tmp_path, pairs):
+    cfg = TrainConfig(epochs=2, batch_size=32, loss=LossWeights(alpha_change=1.0))
+    res = train(pairs, None, list(ACTIONS), MC, PRE, cfg, tmp_path / "m", progress=False, log=lambda m: None)
+    first, last = res.history[0]["train_change"], res.history[-1]["train_change"]
+    assert 0 < last < first  # the decoder learns to read the patch changes from the patch deltas
+    plain = CausalDeltaModel(replace(MC, labels=list(ACTIONS)), PRE)
+    saved, _ = CausalDeltaModel.load(tmp_path / "m")
+    assert set(saved.state_dict()) == set(plain.state_dict())  # the decoder is a training-only head
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["training"]["config"]["loss"]["alpha_change"] == 1.0
+    # a frozen backbone (cached tokens): the targets come from the frames the tokens were made of
+    frozen = train(pairs, None, list(ACTIONS), MC, PRE, replace(cfg, freeze_backbone="all"), None, progress=False,
+                   log=lambda m: None)
+    assert 0 < frozen.history[-1]["train_change"] < frozen.history[0]["train_change"]
+
+
+def test_the_change_term_resumes_with_its_decoder_and_needs_the_patch_head(tmp_path, pairs):
+    cfg = TrainConfig(epochs=2, batch_size=32, loss=LossWeights(alpha_change=1.0))
+    full = train(pairs, None, list(ACTIONS), MC, PRE, cfg, tmp_path / "full", progress=False, log=lambda m: None)
+
+    def stop_after_epoch_1(line: str) -> None:
+        if line.startswith("epoch 1/2"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(pairs, None, list(ACTIONS), MC, PRE, cfg, tmp_path / "run", progress=False, log=stop_after_epoch_1)
+    resumed = train(pairs, None, list(ACTIONS), MC, PRE, cfg, tmp_path / "run", resume=True, progress=False,
+                    log=lambda m: None)
+    # a decoder started afresh on resume would read the changes worse than the uninterrupted one
+    assert resumed.history[-1]["train_change"] == pytest.approx(full.history[-1]["train_change"], rel=1e-4)
+    with pytest.raises(ValueError, match="needs the patch head"):
+        train(pairs, None, list(ACTIONS), replace(MC, head="global"), PRE, cfg, None, progress=False,
+              log=lambda m: None)
 
 
 def test_validation_pairs_can_come_from_recordings_of_their_own(tmp_path):

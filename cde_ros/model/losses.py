@@ -1,7 +1,7 @@
 """Training objective:
 
     CE + alpha_contrast * SupCon(delta) + alpha_sparsity * L1(delta) + alpha_none * NoneInvariance
-       + alpha_env * EnvMMD(delta)
+       + alpha_env * EnvMMD(delta) + alpha_change * ChangeReconstruction(patch deltas)
 
 The first three terms are the paper's. The fourth is ours, for the `none` class (a failed action)
 that the paper does not have: in a `none` pair nothing causal happened, so every change between
@@ -15,7 +15,14 @@ representation blind to which group a sample came from) to recording environment
 action in the batch, the squared maximum mean discrepancy between the deltas of each
 environment (a bag, a scene style) and those of the other environments, averaged. What differs
 between environments for the same action (the room, the light, the camera) is pushed out of
-the delta; what is the same (the change) stays."""
+the delta; what is the same (the change) stays.
+
+The sixth, also ours, keeps in the delta what the labels do not ask for: a linear decoder (a
+training-only head, dropped after training) reads from every patch's delta the patch's pixel
+change (the mean signed and absolute change of each colour channel between the two frames).
+CE and SupCon only keep the directions that tell the trained actions apart; a change no label
+named (an action left out of training, enrolled later) then has no consistent direction and
+reads as `none`. Label-free, so it constrains changes of every kind alike."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -95,6 +102,24 @@ def env_mmd(delta: torch.Tensor, labels: torch.Tensor, envs: torch.Tensor) -> to
     return torch.stack(terms).mean()
 
 
+CHANGE_TARGETS = 6  # per patch: mean signed change of R, G, B and mean absolute change of R, G, B
+
+
+def change_targets(before: torch.Tensor, after: torch.Tensor, grid: int) -> torch.Tensor:
+    """B x grid^2 x CHANGE_TARGETS: each patch's pixel change between the (normalised) frames
+    B x 3 x H x W, patches in the row-major order of a ViT's patch tokens."""
+    diff = (after - before).float()
+    signed = F.adaptive_avg_pool2d(diff, grid)
+    size = F.adaptive_avg_pool2d(diff.abs(), grid)
+    return torch.cat([signed, size], 1).flatten(2).transpose(1, 2)
+
+
+def change_reconstruction(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Squared error of the decoded patch changes relative to the targets' own energy (0: every
+    patch's change read exactly; 1: no better than predicting no change): scale-free."""
+    return (predicted.float() - target).pow(2).mean() / target.pow(2).mean().clamp_min(1e-6)
+
+
 SPARSITY_TARGETS = ("delta", "patches")
 
 
@@ -114,6 +139,9 @@ class LossWeights:
     sparsity_on: str = "delta"
     # weight of the environment-invariance term (env_mmd; needs pairs from 2+ environments)
     alpha_env: float = 0.0
+    # weight of the change-reconstruction term (patch head): the patch deltas keep each patch's
+    # pixel change, so actions no label named still have a direction (unknown_change, enroll)
+    alpha_change: float = 0.0
 
     def __post_init__(self) -> None:
         if self.sparsity_on not in SPARSITY_TARGETS:
@@ -122,10 +150,12 @@ class LossWeights:
 
 def causal_delta_loss(logits: torch.Tensor, delta: torch.Tensor, labels: torch.Tensor, weights: LossWeights,
                       none_index: int | None = None, parts: torch.Tensor | None = None,
-                      patch_deltas: torch.Tensor | None = None, envs: torch.Tensor | None = None
+                      patch_deltas: torch.Tensor | None = None, envs: torch.Tensor | None = None,
+                      change: tuple[torch.Tensor, torch.Tensor] | None = None
                       ) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and each term (as floats, for logging). `parts` (B x K x D): the deltas that
-    were aggregated into `delta` (the Top-K patch deltas); by default `delta` itself."""
+    were aggregated into `delta` (the Top-K patch deltas); by default `delta` itself. `change`:
+    (the decoded patch changes, `change_targets`) for the change-reconstruction term."""
     ce = F.cross_entropy(logits.float(), labels)
     total = ce
     terms = {"ce": float(ce.detach())}
@@ -148,5 +178,9 @@ def causal_delta_loss(logits: torch.Tensor, delta: torch.Tensor, labels: torch.T
         mmd = env_mmd(delta, labels, envs)
         total = total + weights.alpha_env * mmd
         terms["env_mmd"] = float(mmd.detach())
+    if weights.alpha_change and change is not None:
+        rec = change_reconstruction(*change)
+        total = total + weights.alpha_change * rec
+        terms["change"] = float(rec.detach())
     terms["total"] = float(total.detach())
     return total, terms

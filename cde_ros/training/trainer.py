@@ -29,7 +29,7 @@ from ..core.dataset import PairSet
 from ..core.preprocess import Preprocessing
 from ..model import decision
 from ..model.inference import pick_device
-from ..model.losses import LossWeights, causal_delta_loss
+from ..model.losses import CHANGE_TARGETS, LossWeights, causal_delta_loss, change_targets
 from ..model.network import CausalDeltaModel, ModelConfig
 from .evaluation import evaluate_pairs
 
@@ -290,13 +290,17 @@ def _dist_info() -> tuple[int, int, int]:
 CHECKPOINT_FILE = "state.safetensors"
 
 
-def _save_checkpoint(directory: Path, model: nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:
+def _save_checkpoint(directory: Path, model: nn.Module, opt: torch.optim.Optimizer, state: dict,
+                     aux: nn.Module | None = None) -> None:
     """One file, replaced atomically: weights and optimizer tensors, and the epoch counter,
-    history and settings as JSON in its metadata, so they cannot come from different epochs."""
+    history and settings as JSON in its metadata, so they cannot come from different epochs.
+    `aux`: a training-only head (the change decoder), kept under `aux.`."""
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if aux is not None:
+        tensors.update({f"aux.{k}": v.detach().cpu().contiguous() for k, v in aux.state_dict().items()})
     opt_state = opt.state_dict()
     for pid, st in opt_state["state"].items():
         for k, v in st.items():
@@ -308,7 +312,8 @@ def _save_checkpoint(directory: Path, model: nn.Module, opt: torch.optim.Optimiz
     (directory / "state.json").unlink(missing_ok=True)  # the two-file layout of earlier versions
 
 
-def _load_checkpoint(directory: Path, model: nn.Module, opt: torch.optim.Optimizer, cfg: "TrainConfig") -> dict:
+def _load_checkpoint(directory: Path, model: nn.Module, opt: torch.optim.Optimizer, cfg: "TrainConfig",
+                     aux: nn.Module | None = None) -> dict:
     """The checkpoint's state; ValueError (one sentence) when it is damaged, from an older layout,
     for another network or for other training settings."""
     from safetensors import SafetensorError, safe_open
@@ -331,6 +336,8 @@ def _load_checkpoint(directory: Path, model: nn.Module, opt: torch.optim.Optimiz
                          "resume with the same config, or start again with --overwrite")
     try:
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        if aux is not None:
+            aux.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("aux.")})
         opt_state: dict[str, Any] = {"state": {}, "param_groups": state.pop("param_groups")}
         for k, v in tensors.items():
             if k.startswith("opt."):
@@ -405,7 +412,7 @@ def train(train_pairs: PairSet, val_pairs: PairSet | None, labels: list[str], mo
         model_cfg = replace(model_cfg, labels=list(labels))
     if model_cfg.head == "baseline":
         cfg = replace(cfg, loss=replace(cfg.loss, alpha_contrast=0.0, alpha_sparsity=0.0, alpha_none=0.0,
-                                        alpha_env=0.0))
+                                        alpha_env=0.0, alpha_change=0.0))
     if init is None:
         model = CausalDeltaModel(model_cfg, pre).to(device)
     lr_scale = cfg.backbone_lr_scale
@@ -430,8 +437,10 @@ def train(train_pairs: PairSet, val_pairs: PairSet | None, labels: list[str], mo
     reverse_map = _reverse_map(labels)
     if cfg.reverse_pairs and rank == 0 and not (reverse_map >= 0).any():
         log("training.reverse_pairs is set but no label has its opposite in the label set; no pair is reversed")
+    decoder, grid = _change_decoder(model, cfg, distributed, device)
     opt = torch.optim.AdamW([{"params": list(model.backbone.parameters()), "lr": cfg.lr * lr_scale},
-                             {"params": model.head_parameters(), "lr": cfg.lr}], weight_decay=cfg.weight_decay)
+                             {"params": model.head_parameters() + list(decoder.parameters() if decoder else []),
+                              "lr": cfg.lr}], weight_decay=cfg.weight_decay)
     per_rank = math.ceil(n / world)
     steps_per_epoch = max(1, math.ceil(per_rank / cfg.batch_size))
     total_steps = steps_per_epoch * cfg.epochs
@@ -446,7 +455,7 @@ def train(train_pairs: PairSet, val_pairs: PairSet | None, labels: list[str], mo
     history: list[dict[str, float]] = []
     start_epoch = 0
     if resume and ckpt_dir and ((ckpt_dir / CHECKPOINT_FILE).is_file() or (ckpt_dir / "state.json").is_file()):
-        state = _load_checkpoint(ckpt_dir, model, opt, cfg)
+        state = _load_checkpoint(ckpt_dir, model, opt, cfg, decoder)
         start_epoch, history = int(state["epoch"]), list(state["history"])
         with warnings.catch_warnings():  # stepping the schedule without optimizer steps is the point here
             warnings.simplefilter("ignore", UserWarning)
@@ -487,6 +496,7 @@ def train(train_pairs: PairSet, val_pairs: PairSet | None, labels: list[str], mo
             rev = None
             if cfg.reverse_pairs:
                 rev, y = _reverse(y, reverse_map, gen)
+            xb = xa = None
             if cache is not None:
                 gb, pb, ga, pa = (t[idx].to(device) for t in cache)
                 if rev is not None:
@@ -494,6 +504,11 @@ def train(train_pairs: PairSet, val_pairs: PairSet | None, labels: list[str], mo
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                     out = model.head(model.project(gb, pb), model.project(ga, pa))
                 y = y.to(device)
+                if decoder is not None:  # the targets from the frames the cached tokens came from
+                    xb, xa = pre.normalise_pair(before_all[idx], after_all[idx])
+                    if rev is not None:
+                        xb, xa = _swap(rev, xb, xa)
+                    xb, xa = xb.to(device), xa.to(device)
             else:
                 xb, xa = pre.normalise_pair(before_all[idx], after_all[idx])
                 if rev is not None:
@@ -504,8 +519,11 @@ def train(train_pairs: PairSet, val_pairs: PairSet | None, labels: list[str], mo
                 xb, xa, y = xb.to(device, non_blocking=True), xa.to(device, non_blocking=True), y.to(device)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                     out = ddp_model(xb, xa)
+            change = None
+            if decoder is not None:
+                change = (decoder(out.patch_deltas.float()), change_targets(xb, xa, grid))
             loss, terms = causal_delta_loss(out.logits, out.delta, y, cfg.loss, none_index, out.topk_delta,
-                                             out.patch_deltas, env)
+                                             out.patch_deltas, env, change)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
@@ -527,7 +545,7 @@ def train(train_pairs: PairSet, val_pairs: PairSet | None, labels: list[str], mo
         if rank == 0:
             if ckpt_dir:
                 _save_checkpoint(ckpt_dir, model, opt, {"epoch": epoch + 1, "history": history,
-                                                        "train_config": _cfg_json(cfg)})
+                                                        "train_config": _cfg_json(cfg)}, decoder)
             log("epoch {epoch}/{total}: ".format(epoch=epoch + 1, total=cfg.epochs) + ", ".join(
                 f"{k}={v:.4f}" for k, v in row.items() if k not in ("epoch",)))
     seconds = time.perf_counter() - t0
@@ -553,6 +571,23 @@ def train(train_pairs: PairSet, val_pairs: PairSet | None, labels: list[str], mo
 
         dist.barrier()
     return TrainResult(model, history, model_id, seconds)
+
+
+def _change_decoder(model: CausalDeltaModel, cfg: TrainConfig, distributed: bool, device: torch.device
+                    ) -> tuple[nn.Module | None, int]:
+    """The training-only head of the change-reconstruction term (loss.alpha_change) and the
+    side of the patch grid it reads; (None, 0) when the term is off."""
+    if not cfg.loss.alpha_change:
+        return None, 0
+    if model.config.head != "patch":
+        raise ValueError(f"loss.alpha_change needs the patch head (model.head: patch), not {model.config.head!r}")
+    if distributed:
+        raise ValueError("loss.alpha_change is not supported when training with several processes")
+    n = model.backbone.num_patches
+    grid = math.isqrt(n)
+    if grid * grid != n:
+        raise ValueError(f"loss.alpha_change needs a square grid of patch tokens; this backbone has {n}")
+    return nn.Linear(model.config.embed_dim, CHANGE_TARGETS).to(device), grid
 
 
 def _cfg_json(cfg: TrainConfig) -> dict[str, Any]:
