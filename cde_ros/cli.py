@@ -346,13 +346,18 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         from .model.prototypes import calibrate_unknown
 
         try:
-            p = calibrate_unknown(model, pairs, args.unknown_keep, source=source)
+            p = calibrate_unknown(model, pairs, args.unknown_keep, source=source, change=not args.no_change_threshold)
         except ValueError as exc:
             _fail(f"--unknown: {exc}")
         v = p["validation"]
         _log(f"prototypes of {', '.join(p['labels'])}; unknown_change below cosine {p['unknown_threshold']:.3f} "
              f"(validation accuracy {v['accuracy']['without']:.3f} -> {v['accuracy']['with']:.3f}, "
              f"{v['actions_read_as_unknown']:.1%} of the actions read as unknown_change)")
+        if p.get("change_threshold") is not None:
+            c = p["change_validation"]
+            _log(f"a pair read as none whose delta is longer than {p['change_threshold']:.3f} is a change "
+                 f"({c['of_them_kept_none']:.1%} of the {c['none_pairs_read_as_none']} none pairs read as none stay "
+                 f"within it)")
     out = Path(args.out) if args.out else Path(args.model)
     model_id = model.save(out, meta)
     print(json.dumps({"model_dir": str(out), "model_id": model_id, "previous_model_id": old_id, "decision": d}))
@@ -644,7 +649,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also make the class prototypes from these pairs and choose the unknown_change threshold on "
                          "them (cde_ros.model.prototypes); needed before cde-ros enroll")
     sp.add_argument("--unknown-keep", type=float, default=0.95,  # prototypes.DEFAULT_KEEP
-                    help="with --unknown: share of the validation accuracy the unknown_change rule must keep")
+                    help="with --unknown: share of the validation accuracy the unknown_change rule must keep (and "
+                         "of the none pairs read as none the change threshold must keep)")
+    sp.add_argument("--no-change-threshold", action="store_true",
+                    help="with --unknown: no change threshold (a pair the classifier reads as none stays none, "
+                         "however large its delta)")
     sp.add_argument("--out", help="write the calibrated model here instead")
     sp.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = all cores")
     topics(sp)

@@ -10,8 +10,8 @@ import pytest
 from conftest import run_cli
 
 from cde_ros.model.network import CausalDeltaModel, ModelFileError
-from cde_ros.model.prototypes import (FILE, UNKNOWN, Prototypes, auroc, choose_threshold, enroll, from_pairs,
-                                      prototype)
+from cde_ros.model.prototypes import (FILE, UNKNOWN, Prototypes, auroc, choose_change_threshold, choose_threshold,
+                                      enroll, from_pairs, leave_one_out, prototype)
 
 
 def _axes(*names: str) -> Prototypes:
@@ -64,6 +64,74 @@ def test_the_threshold_is_the_largest_that_keeps_the_accuracy_share():
     assert choose_threshold(p, picks, deltas, truth, keep=1.0)["unknown_threshold"] <= np.cos(angles[-1]) + 1e-6
     with pytest.raises(ValueError, match="keep"):
         choose_threshold(p, picks, deltas, truth, keep=0.0)
+
+
+def test_a_pair_read_as_none_with_a_long_delta_is_a_change_an_enrolled_action_may_take():
+    deltas = np.array([[0.1, 0, 0, 0], [0, 0, 2.0, 0], [0, 0, 0, 2.0], [2.0, 0, 0, 0]])
+    picks = ["none", "none", "none", "open"]
+    p = Prototypes(["open", "close"], np.eye(4, dtype=np.float32)[:2], {}, threshold=0.5, change_threshold=1.0)
+    # short: none stays none; long: unknown_change (nothing enrolled); the classifier's action as before
+    assert p.decide(picks, deltas)[0] == ["none", UNKNOWN, UNKNOWN, "open"]
+    assert p.decide(picks, deltas, threshold=None)[0] == ["none", UNKNOWN, UNKNOWN, "open"]
+    off = Prototypes(["open", "close"], np.eye(4, dtype=np.float32)[:2], {}, threshold=0.5)
+    assert off.decide(picks, deltas)[0] == ["none", "none", "none", "open"]  # no change threshold: as before
+    wipe = Prototypes(["open", "close", "wipe"], np.eye(4, dtype=np.float32)[:3], {}, enrolled=["wipe"],
+                      threshold=0.5, change_threshold=1.0)
+    # the enrolled action is the only candidate of a long none: it wins where it is close enough
+    assert wipe.decide(picks, deltas)[0] == ["none", "wipe", UNKNOWN, "open"]
+    with pytest.raises(ValueError, match="delta length"):
+        Prototypes(["open"], np.eye(4)[:1], {}, change_threshold=-1.0)
+
+
+def test_an_enrolled_action_has_its_own_looser_threshold_from_its_examples():
+    class Model:
+        labels = ["open", "close", "none"]
+        prototypes = Prototypes(["open", "close"], np.eye(4, dtype=np.float32)[:2], {}, threshold=0.8)
+
+    m = Model()
+    # five wipe examples around the third axis, four of them 0.6 rad off it
+    sn, cs = np.sin(0.6), np.cos(0.6)
+    ex = np.array([[sn, 0, cs, 0], [0, sn, cs, 0], [0, 0, cs, sn], [0, 0, cs, -sn], [0, 0, 1.0, 0]])
+    enroll(m, ex, "wipe")
+    own = m.prototypes.own_thresholds["wipe"]
+    assert own == pytest.approx(leave_one_out(ex)) and own < 0.8  # looser than the model-wide 0.8
+    w = m.prototypes.vectors[2]
+    c = (own + 0.8) / 2  # a pair between the two thresholds: as close to wipe as its examples are
+    pair = (c * w + np.sqrt(1 - c * c) * np.eye(4)[3])[None]
+    assert float(m.prototypes.similarities(pair)[0, 2]) == pytest.approx(c, abs=1e-5)
+    assert m.prototypes.decide(["open"], pair)[0] == ["wipe"]
+    strict = Prototypes(m.prototypes.labels, m.prototypes.vectors, {}, ["wipe"], threshold=0.8)
+    assert strict.decide(["open"], pair)[0] == [UNKNOWN]  # with the model-wide threshold alone
+    c = own - 0.05  # farther than any of its examples: unknown_change
+    far = (c * w + np.sqrt(1 - c * c) * np.eye(4)[3])[None]
+    assert m.prototypes.decide(["open"], far)[0] == [UNKNOWN]
+    assert m.prototypes.decide(["open"], pair, threshold=None)[0] == ["wipe"]
+    assert leave_one_out(ex[:1]) is None
+    one = Model()
+    enroll(one, ex[:1], "wipe")  # one example: the model-wide threshold only
+    assert one.prototypes.own_thresholds == {}
+    assert m.prototypes.digest() != strict.digest()
+    with pytest.raises(ValueError, match="not enrolled"):
+        Prototypes(["open"], np.eye(4)[:1], {}, own_thresholds={"wipe": 0.1})
+
+
+def test_the_change_threshold_keeps_the_none_pairs_share_and_counts_what_it_catches():
+    lengths = np.arange(1, 21, dtype=float)  # 20 none pairs read as none, lengths 1..20
+    deltas = np.concatenate([lengths[:, None] * np.eye(4)[[3]], [[0, 0, 30.0, 0], [0, 0, 5.0, 0]]])
+    truth = ["none"] * 20 + ["wipe", "wipe"]
+    picks = ["none"] * 22
+    c = choose_change_threshold(picks, deltas, truth, keep=0.9)
+    assert c["change_threshold"] == 18.0  # 18 of the 20 stay within it: 0.9
+    v = c["change_validation"]
+    assert v["none_pairs_read_as_none"] == 20 and v["of_them_kept_none"] == 0.9
+    assert v["actions_read_as_none"] == 2 and v["of_them_above"] == 0.5  # the 30-long one is caught
+    with pytest.raises(ValueError, match="read as none"):
+        choose_change_threshold(["open"] * 22, deltas, truth)
+    # the unknown_change threshold after it keeps the share of the accuracy without either rule
+    p = Prototypes(["open"], np.eye(4, dtype=np.float32)[:1], {}, change_threshold=c["change_threshold"])
+    chosen = choose_threshold(p, picks[:20], deltas[:20], truth[:20], keep=0.9)
+    assert chosen["validation"]["accuracy"]["without"] == 1.0  # without: no change threshold either
+    assert chosen["validation"]["accuracy"]["with"] == pytest.approx(0.9)  # the 2 long none pairs
 
 
 def test_auroc_counts_ranks_and_ties():
@@ -150,6 +218,12 @@ def test_calibrate_unknown_and_enroll_on_recorded_events(tmp_path, tiny_model):
     assert out["model_id"] == meta["model_id"] != out["previous_model_id"]
     assert -1 <= p["unknown_threshold"] <= 1 and p["validation"]["accuracy"]["with"] >= 0.95 * p["validation"][
         "accuracy"]["without"] - 1e-9
+    assert p["change_threshold"] > 0 and p["change_validation"]["of_them_kept_none"] >= 0.95
+    assert "is a change" in proc.stderr
+    plain = run_cli("calibrate", str(model), str(bag), "--target", "0.5", "--unknown", "--no-change-threshold",
+                    "--no-cache", "--out", str(tmp_path / "plain"), "--quiet")
+    assert json.loads((tmp_path / "plain" / "model.json").read_text())["prototypes"]["change_threshold"] is None
+    assert json.loads(plain.stdout.strip().splitlines()[-1])["model_id"] != meta["model_id"]
     # a new action from the events relabelled `wipe` in a sidecar
     rows = ["bag,event_id,start,end,action"] + [f",ev-{i:04d},,,wipe" for i in range(0, 120, 12)]
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")

@@ -7,16 +7,24 @@ label: the cosine `sim_c = cos(delta, prototype_c)`.
 
 The rule (`Prototypes.decide`), applied after the classifier and its `none` operating point:
 
-1. The classifier reads `none`: the answer is `none` (whether *anything* changed stays the
-   calibrated classifier's call, so the false-success rate does not move).
+1. The classifier reads `none`: the answer is `none` — unless the model has a `change_threshold`
+   and the delta is longer than it: then the delta says something changed that the classifier
+   has no label for, and the candidates of step 2 are the enrolled actions alone (none enrolled:
+   `unknown_change`). Neither way does a `none` pair become a success: `unknown_change` is not
+   an action a planner expects, so it never verifies one.
 2. Otherwise the candidates are the classifier's action and every enrolled action; the one whose
    prototype is the most similar to the delta wins (an enrolled action takes over only where its
    prototype is closer than the classifier's own pick).
 3. When that best similarity is below `threshold`, the answer is `unknown_change`: something
-   changed, but in no direction the model knows.
+   changed, but in no direction the model knows. An enrolled action made from k >= 2 examples
+   has a threshold of its own when that is lower: the lowest similarity of one of its examples to
+   the prototype of the others (leave one out) — a prototype of a few examples is looser than
+   one of a whole validation split, and its own examples show how loose.
 
-`threshold` is chosen on validation pairs of the known labels (`choose_threshold`): the largest
-similarity at which accuracy on those pairs stays at least `keep` of its value without the rule.
+Both thresholds are chosen on validation pairs of the known labels: `change_threshold` first
+(`choose_change_threshold`: the length that `keep` of the `none` pairs the classifier reads as
+`none` stay within), then `threshold` (`choose_threshold`: the largest similarity at which
+accuracy on those pairs stays at least `keep` of its value without the rule).
 Prototypes and threshold live in `prototypes.safetensors` (the vectors) and `model.json`
 ("prototypes": labels, example counts, enrolled labels, threshold and the numbers it rests on);
 they are part of the model id.
@@ -24,7 +32,8 @@ they are part of the model id.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +42,16 @@ import numpy as np
 from .decision import NONE
 
 UNKNOWN = "unknown_change"
+CHANGED_UNKNOWN = -1  # Prototypes.best: read as none, a change by its length, nothing enrolled
 FILE = "prototypes.safetensors"
 DEFAULT_KEEP = 0.95
-RULE = ("classifier reads none: none; else the candidate (classifier's action or an enrolled action) whose "
-        "prototype is the most cosine-similar to the delta; unknown_change when that similarity is below threshold")
+RULE = ("classifier reads none: none, unless the delta is longer than change_threshold (then the enrolled actions "
+        "alone are the candidates, none enrolled: unknown_change); else the candidate (classifier's action or an "
+        "enrolled action) whose prototype is the most cosine-similar to the delta; unknown_change when that similarity "
+        "is below threshold (an enrolled action's own threshold when lower: its examples' lowest leave-one-out "
+        "similarity)")
+CHANGE_RULE = ("the `keep` quantile of the delta lengths of the validation `none` pairs the classifier reads as "
+               "none: a pair read as none whose delta is longer is a change (an enrolled action or unknown_change)")
 THRESHOLD_RULE = ("largest cosine similarity at which accuracy on the validation pairs of the known labels stays at "
                   "least `keep` of its value without the unknown_change rule")
 
@@ -66,6 +81,10 @@ class Prototypes:
     enrolled: list[str] = field(default_factory=list)
     threshold: float | None = None
     info: dict[str, Any] = field(default_factory=dict)  # how they were made (model.json)
+    # delta length above which a pair the classifier reads as none is a change (None: never)
+    change_threshold: float | None = None
+    # an enrolled action's own threshold (`leave_one_out`), used where it is below `threshold`
+    own_thresholds: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.vectors = np.asarray(self.vectors, dtype=np.float32)
@@ -82,6 +101,15 @@ class Prototypes:
         if self.threshold is not None and not (isinstance(self.threshold, (int, float)) and
                                                -1.0 <= float(self.threshold) <= 1.0):
             raise ValueError(f"the unknown_change threshold is a cosine similarity in [-1, 1], got {self.threshold}")
+        c = self.change_threshold
+        if c is not None and (isinstance(c, bool) or not isinstance(c, (int, float)) or not 0.0 <= float(c) < np.inf):
+            raise ValueError(f"the change threshold is a delta length >= 0, got {c}")
+        self.own_thresholds = {str(a): float(v) for a, v in dict(self.own_thresholds).items()}
+        if not set(self.own_thresholds) <= set(self.enrolled):
+            raise ValueError(f"own thresholds of {sorted(set(self.own_thresholds) - set(self.enrolled))}, which are not "
+                             f"enrolled")
+        if not all(-1.0 <= v <= 1.0 for v in self.own_thresholds.values()):
+            raise ValueError(f"an enrolled action's threshold is a cosine similarity in [-1, 1], got {self.own_thresholds}")
 
     # -------------------------------------------------------------------- decisions
 
@@ -89,15 +117,23 @@ class Prototypes:
         """N x P cosine similarities of `deltas` (N x D) to the prototypes."""
         return unit(np.atleast_2d(deltas)) @ self.vectors.T
 
-    def best(self, picks: list[str], sims: np.ndarray) -> list[int | None]:
+    def best(self, picks: list[str], sims: np.ndarray, lengths: np.ndarray | None = None) -> list[int | None]:
         """Steps 1-2 of the rule for N pairs: the index of the winning prototype per pair (None
         where the classifier's pick stands: `none`, or a label without a prototype and nothing
-        enrolled)."""
+        enrolled; CHANGED_UNKNOWN where a pair read as `none` is a change by its delta's length
+        and nothing is enrolled). `lengths`: the deltas' lengths (None: step 1's exception off)."""
         index = {a: i for i, a in enumerate(self.labels)}
         enrolled = [index[a] for a in self.enrolled]
+        gate = self.change_threshold if lengths is not None else None
         out: list[int | None] = []
-        for pick, s in zip(picks, sims):
-            cands = [] if pick == NONE else ([index[pick]] if pick in index else []) + enrolled
+        for j, (pick, s) in enumerate(zip(picks, sims)):
+            if pick == NONE:
+                if gate is None or not lengths[j] > gate:
+                    out.append(None)
+                else:
+                    out.append(max(enrolled, key=lambda i: s[i]) if enrolled else CHANGED_UNKNOWN)
+                continue
+            cands = ([index[pick]] if pick in index else []) + enrolled
             out.append(max(cands, key=lambda i: s[i]) if cands else None)
         return out
 
@@ -107,22 +143,36 @@ class Prototypes:
         point) and their deltas. Returns (answers, N x P similarities). `threshold` replaces the
         model's (None: no unknown_change)."""
         t = self.threshold if threshold == "model" else threshold
+        deltas = np.atleast_2d(deltas)
         sims = self.similarities(deltas)
-        out = [pick if b is None else UNKNOWN if t is not None and s[b] < t else self.labels[b]
-               for pick, s, b in zip(picks, sims, self.best(picks, sims))]
+        best = self.best(picks, sims, np.linalg.norm(deltas, axis=-1))
+        out = [pick if b is None else UNKNOWN if b == CHANGED_UNKNOWN or s[b] < self.threshold_of(b, t)
+               else self.labels[b] for pick, s, b in zip(picks, sims, best)]
         return out, sims
+
+    def threshold_of(self, index: int, threshold: float | None) -> float:
+        """The similarity below which prototype `index` does not answer, given the model-wide
+        `threshold` (None: no unknown_change; -inf then)."""
+        if threshold is None:
+            return -np.inf
+        return min(float(threshold), self.own_thresholds.get(self.labels[index], np.inf))
 
     # -------------------------------------------------------------------- files
 
     def digest(self) -> str:
-        """What the model id takes in: vectors, labels, enrolled labels and threshold."""
+        """What the model id takes in: vectors, labels, enrolled labels and thresholds."""
         h = hashlib.sha256(np.ascontiguousarray(self.vectors, dtype="<f4").tobytes())
         h.update(repr((self.labels, sorted(self.enrolled), self.threshold)).encode())
+        if self.change_threshold is not None:  # models made before it keep their ids
+            h.update(repr(("change_threshold", float(self.change_threshold))).encode())
+        if self.own_thresholds:
+            h.update(repr(("own_thresholds", sorted(self.own_thresholds.items()))).encode())
         return h.hexdigest()
 
     def meta(self) -> dict[str, Any]:
         return {"file": FILE, "labels": list(self.labels), "counts": dict(self.counts),
-                "enrolled": list(self.enrolled), "unknown_threshold": self.threshold, "rule": RULE, **self.info}
+                "enrolled": list(self.enrolled), "unknown_threshold": self.threshold, "change_threshold":
+                self.change_threshold, "own_thresholds": dict(self.own_thresholds), "rule": RULE, **self.info}
 
     def save(self, path: Path) -> None:
         from safetensors.numpy import save_file
@@ -141,9 +191,10 @@ class Prototypes:
         except (SafetensorError, OSError, KeyError) as exc:
             raise ValueError(f"{path} is not a prototypes file: {exc}") from None
         info = {k: v for k, v in meta.items() if k not in ("file", "labels", "counts", "enrolled", "unknown_threshold",
-                                                           "rule")}
+                                                           "change_threshold", "own_thresholds", "rule")}
         return cls(list(meta["labels"]), vectors, dict(meta.get("counts", {})), list(meta.get("enrolled", [])),
-                   meta.get("unknown_threshold"), info)
+                   meta.get("unknown_threshold"), info, meta.get("change_threshold"),
+                   dict(meta.get("own_thresholds") or {}))
 
 
 # ------------------------------------------------------------------------ making them
@@ -163,15 +214,21 @@ def choose_threshold(protos: Prototypes, picks: list[str], deltas: np.ndarray, t
     true labels). Returns the threshold and what it rests on (for model.json)."""
     if not 0.0 < keep <= 1.0:
         raise ValueError(f"keep must be in (0, 1], got {keep}")
-    without, sims = protos.decide(picks, deltas, None)
-    correct = np.array(without) == np.array(truth)
+    # without the rule: no unknown_change threshold and no change threshold
+    without, _ = replace(protos, change_threshold=None).decide(picks, deltas, None)
+    base = float(np.mean(np.array(without) == np.array(truth)))
+    gated, sims = protos.decide(picks, deltas, None)
+    correct = np.array(gated) == np.array(truth)
     # the similarity each pair is judged by (its winning prototype's); inf: never unknown_change
-    judged = np.array([np.inf if b is None else s[b] for s, b in zip(sims, protos.best(picks, sims))])
+    # (also an enrolled winner at or above its own threshold); -inf: unknown_change whatever the
+    # threshold (read as none, a change by its length)
+    best = protos.best(picks, sims, np.linalg.norm(np.atleast_2d(deltas), axis=-1))
+    judged = np.array([np.inf if b is None else -np.inf if b == CHANGED_UNKNOWN else
+                       np.inf if s[b] >= protos.threshold_of(b, np.inf) else s[b] for s, b in zip(sims, best)])
 
     def accuracy(t: float) -> float:  # at threshold t: the pairs judged below it become unknown_change
         return float(np.mean(correct & ~(judged < t)))
 
-    base = accuracy(-np.inf)
     chosen = -1.0
     for t in np.sort(np.unique(np.concatenate([judged[np.isfinite(judged)], [-1.0]])))[::-1]:
         if accuracy(t) >= keep * base - 1e-12:
@@ -182,6 +239,30 @@ def choose_threshold(protos: Prototypes, picks: list[str], deltas: np.ndarray, t
     return {"unknown_threshold": chosen, "threshold_rule": THRESHOLD_RULE, "keep": keep,
             "validation": {"pairs": len(truth), "accuracy": {"without": base, "with": accuracy(chosen)},
                            "actions_read_as_unknown": float(np.mean(unknown[changed])) if changed.any() else 0.0}}
+
+
+def choose_change_threshold(picks: list[str], deltas: np.ndarray, truth: list[str],
+                            keep: float = DEFAULT_KEEP) -> dict[str, Any]:
+    """`CHANGE_RULE` on validation pairs: their classifier picks, deltas and true labels.
+    Returns the threshold and what it rests on (for model.json); ValueError when no `none` pair
+    is read as `none`."""
+    if not 0.0 < keep <= 1.0:
+        raise ValueError(f"keep must be in (0, 1], got {keep}")
+    truth_a, picks_a = np.asarray(truth), np.asarray(picks)
+    lengths = np.linalg.norm(np.atleast_2d(deltas), axis=-1)
+    quiet = (truth_a == NONE) & (picks_a == NONE)
+    if not quiet.any():
+        raise ValueError("no validation pair of none is read as none: the change threshold needs some")
+    ranked = np.sort(lengths[quiet])  # the shortest length that `keep` of them stay within
+    chosen = float(ranked[max(1, math.ceil(keep * len(ranked) - 1e-9)) - 1])
+    changed = truth_a != NONE
+    read_none = changed & (picks_a == NONE)
+    return {"change_threshold": chosen, "change_rule": CHANGE_RULE,
+            "change_validation": {"none_pairs_read_as_none": int(quiet.sum()),
+                                  "of_them_kept_none": float(np.mean(lengths[quiet] <= chosen)),
+                                  "actions_read_as_none": int(read_none.sum()),
+                                  "of_them_above": float(np.mean(lengths[read_none] > chosen)) if read_none.any()
+                                  else None}}
 
 
 def auroc(scores_pos: np.ndarray, scores_neg: np.ndarray) -> float:
@@ -217,11 +298,13 @@ def classifier_picks(model, pairs, device="cpu") -> tuple[list[str], np.ndarray]
     return picks, deltas
 
 
-def calibrate_unknown(model, pairs, keep: float = DEFAULT_KEEP, device="cpu", source: str = "") -> dict[str, Any]:
+def calibrate_unknown(model, pairs, keep: float = DEFAULT_KEEP, device="cpu", source: str = "",
+                      change: bool = True) -> dict[str, Any]:
     """Make `model`'s prototypes of its action labels from the deltas of validation `pairs` and
-    choose the unknown_change threshold on the same pairs (`choose_threshold`). Actions enrolled
-    before keep their prototypes. Pairs of labels the model does not know are left out. Returns
-    what went into model.json; ValueError when an action label has no pair."""
+    choose on the same pairs the change threshold (`choose_change_threshold`; `change` False:
+    none) and then the unknown_change threshold (`choose_threshold`). Actions enrolled before
+    keep their prototypes. Pairs of labels the model does not know are left out. Returns what
+    went into model.json; ValueError when an action label has no pair."""
     known = np.flatnonzero(np.isin(pairs.actions, model.labels))
     if not len(known):
         raise ValueError(f"none of the pairs is labelled with one of the model's labels {model.labels}")
@@ -235,9 +318,15 @@ def calibrate_unknown(model, pairs, keep: float = DEFAULT_KEEP, device="cpu", so
     if old is not None and old.enrolled:
         keep_idx = [old.labels.index(a) for a in old.enrolled]
         protos = Prototypes(protos.labels + list(old.enrolled), np.concatenate([protos.vectors, old.vectors[keep_idx]]),
-                            {**protos.counts, **{a: old.counts.get(a, 0) for a in old.enrolled}}, list(old.enrolled))
+                            {**protos.counts, **{a: old.counts.get(a, 0) for a in old.enrolled}}, list(old.enrolled),
+                            own_thresholds=dict(old.own_thresholds))
+    gate: dict[str, Any] = {}
+    if change and NONE in model.labels:
+        gate = choose_change_threshold(picks, deltas, pairs.actions, keep)
+        protos.change_threshold = gate.pop("change_threshold")
     chosen = choose_threshold(protos, picks, deltas, pairs.actions, keep)
     protos.threshold = chosen.pop("unknown_threshold")
+    chosen.update(gate)
     if source:
         chosen["validation"]["source"] = source
     protos.info = chosen
@@ -245,8 +334,18 @@ def calibrate_unknown(model, pairs, keep: float = DEFAULT_KEEP, device="cpu", so
     return protos.meta()
 
 
+def leave_one_out(deltas: np.ndarray) -> float | None:
+    """The lowest cosine similarity of one example delta to the prototype of the others (None
+    for fewer than 2 examples)."""
+    if len(deltas) < 2:
+        return None
+    u = unit(deltas)
+    return float(min(prototype(np.delete(deltas, j, 0)) @ u[j] for j in range(len(deltas))))
+
+
 def enroll(model, deltas: np.ndarray, action: str, source: str = "") -> dict[str, Any]:
-    """Add (or replace) the enrolled action `action` from the deltas of its k example pairs."""
+    """Add (or replace) the enrolled action `action` from the deltas of its k example pairs;
+    with k >= 2, its own threshold is their `leave_one_out` similarity."""
     if model.prototypes is None:
         raise ValueError("the model has no prototypes of its own actions yet; make them first with "
                          "cde-ros calibrate MODEL VALIDATION_BAGS --unknown")
@@ -269,5 +368,9 @@ def enroll(model, deltas: np.ndarray, action: str, source: str = "") -> dict[str
     enrolled = list(p.enrolled) + ([action] if action not in p.enrolled else [])
     info = dict(p.info)
     info.setdefault("enrolled_from", {})[action] = source or f"{len(deltas)} example pairs"
-    model.prototypes = Prototypes(labels, vectors, counts, enrolled, p.threshold, info)
+    own = {a: v for a, v in p.own_thresholds.items() if a != action}
+    loo = leave_one_out(deltas)
+    if loo is not None:
+        own[action] = loo
+    model.prototypes = Prototypes(labels, vectors, counts, enrolled, p.threshold, info, p.change_threshold, own)
     return model.prototypes.meta()

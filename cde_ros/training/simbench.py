@@ -23,7 +23,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -678,7 +678,7 @@ def _open_set_split(protos, picks: list[str], deltas: np.ndarray, truth: list[st
     known_change = ~new & (truth_a != "none")
     changed = np.array([p != "none" for p in picks])
     with_rule, _ = protos.decide(picks, deltas)
-    without, _ = protos.decide(picks, deltas, None)
+    without, _ = replace(protos, change_threshold=None).decide(picks, deltas, None)  # neither threshold
     known = ~new
     with_rule, without = np.array(with_rule), np.array(without)
     hits = lambda ans, m: _share(ans[m] == truth_a[m])  # noqa: E731
@@ -693,6 +693,8 @@ def _open_set_split(protos, picks: list[str], deltas: np.ndarray, truth: list[st
             "known_action": _share(~np.isin(with_rule[new], [UNKNOWN, "none"]))},
         "known_accuracy": {"without": hits(without, known), "with": hits(with_rule, known)},
         "known_read_as_unknown": _share(with_rule[known] == UNKNOWN),
+        # failed manipulations answered unknown_change (by the change threshold): not verified, no false success
+        "none_read_as_unknown": _share(with_rule[truth_a == "none"] == UNKNOWN),
     }
 
 
@@ -739,7 +741,10 @@ def open_set(data: Path, model_dir: Path, out: Path, ks: tuple[int, ...] = ENROL
                               "held_out_actions": sorted(held_out), "labels": list(model.labels),
                               # the suite splits it was trained on: the folders of its training bags
                               "trained_on": sorted({Path(b).parent.name for b in meta.get("data", {}).get("bags", [])}),
+                              # its loss terms that are not the defaults (the recipe it differs by)
+                              "loss_changed": _loss_changed(meta),
                               "unknown_threshold": model.prototypes.threshold,
+                              "change_threshold": model.prototypes.change_threshold,
                               "calibration": model.prototypes.info, "splits": {}, "enroll": []}
     for name, (truth, picks, deltas, msp) in tests.items():
         result["splits"][name] = m = _open_set_split(model.prototypes, picks, deltas, truth, held_out, msp)
@@ -773,6 +778,16 @@ def open_set(data: Path, model_dir: Path, out: Path, ks: tuple[int, ...] = ENROL
     return result
 
 
+def _loss_changed(meta: dict) -> dict[str, Any]:
+    """The loss settings in a model.json's training config that differ from the defaults."""
+    from dataclasses import asdict
+
+    from ..model.losses import LossWeights
+
+    saved = meta.get("training", {}).get("config", {}).get("loss", {})
+    return {k: v for k, v in saved.items() if asdict(LossWeights()).get(k, v) != v}
+
+
 def _splits(names: list[str] | None) -> str:
     if not names:
         return "pairs its model.json names no recordings of"
@@ -783,25 +798,31 @@ def _open_set_markdown(r: dict) -> str:
     v = r["calibration"]["validation"]
     lines = [f"# Unknown changes and enrolled actions: model {r['model_id']}", "",
              f"`{r['model_dir']}` was trained on {_splits(r.get('trained_on'))} without the actions "
-             f"{', '.join(r['held_out_actions'])} (`cde-ros train --skip-actions`), its `none` operating point and its "
-             f"prototypes and unknown_change threshold (cosine {r['unknown_threshold']:.3f}) chosen on the `val` "
+             f"{', '.join(r['held_out_actions'])} (`cde-ros train --skip-actions`"
+             + "".join(f", `loss.{k}: {v}`" for k, v in r.get("loss_changed", {}).items())
+             + "), its `none` operating point and its "
+             f"prototypes and unknown_change threshold (cosine {r['unknown_threshold']:.3f}"
+             + (f"; change threshold: a delta length of {r['change_threshold']:.3f}" if r.get("change_threshold")
+                is not None else "; no change threshold") + ") chosen on the `val` "
              f"split's pairs of the known labels (`cde-ros calibrate --unknown`: validation accuracy "
              f"{v['accuracy']['without']:.3f} -> {v['accuracy']['with']:.3f}). Tested on the held-out combinations "
              "(comp) and object classes (syst) of the training scene style; no choice looked at them.", "",
              "AUROC: the novelty score (1 - the best cosine similarity to a known action's prototype) telling the "
              "held-out actions' pairs from the known actions' (all pairs / those the classifier reads as a change); "
              "baseline: 1 - the classifier's largest action probability. Answers of the held-out actions' pairs at "
-             "the threshold, and the known labels' accuracy without and with the rule.",
+             "the thresholds, the known labels' accuracy without and with the rule, and the share of the failed "
+             "manipulations (`none` pairs) answered unknown_change (not verified: no false success).",
              "", "| split | held-out pairs | known-action pairs | AUROC | AUROC (read as change) | AUROC baseline | "
              "held-out -> unknown_change | -> none | -> a known action | known accuracy without -> with the rule | "
-             "ratio |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "ratio | none -> unknown_change |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in r["splits"].items():
         h, ka = m["held_out_answers"], m["known_accuracy"]
         lines.append(f"| {name} | {m['held_out_pairs']} | {m['known_action_pairs']} | {m['auroc']:.3f} | "
                      f"{m['auroc_read_as_change']:.3f} | {m['auroc_max_probability']:.3f} | "
                      f"{h['unknown_change']:.2f} | {h['none']:.2f} | {h['known_action']:.2f} | "
                      f"{ka['without']:.3f} -> {ka['with']:.3f} | "
-                     f"{ka['with'] / ka['without'] if ka['without'] else float('nan'):.3f} |")
+                     f"{ka['with'] / ka['without'] if ka['without'] else float('nan'):.3f} | "
+                     f"{m.get('none_read_as_unknown', float('nan')):.2f} |")
     lines += ["", f"Enrolled (`cde-ros enroll`): each held-out action from k of its `train`-split events (never "
               f"trained on), {len({e['seed'] for e in r['enroll']})} draws; accuracy on the held-out actions' pairs "
               "and on the known labels' pairs (mean ± std over draws).", "",
