@@ -385,7 +385,10 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         p = enroll(model, deltas, args.action, source=f"{len(mine)} events of " + ", ".join(map(str, args.bags)))
     except ValueError as exc:
         _fail(str(exc))
-    _log(f"enrolled {args.action!r} from {len(mine)} events; the model's prototypes: {', '.join(p['labels'])}")
+    own = p["own_thresholds"].get(args.action)
+    _log(f"enrolled {args.action!r} from {len(mine)} events; the model's prototypes: {', '.join(p['labels'])}; "
+         + (f"its own threshold: cosine {own:.3f} (the model's {p['unknown_threshold']:.3f})" if own is not None and
+            p["unknown_threshold"] is not None and own < p["unknown_threshold"] else "the model's threshold applies"))
     out = Path(args.out) if args.out else Path(args.model)
     if args.out:
         _check_out_dir(out, args.overwrite, False)

@@ -235,6 +235,8 @@ def test_calibrate_unknown_and_enroll_on_recorded_events(tmp_path, tiny_model):
                               str(tmp_path / "labels.csv"), "--no-cache", "--out", str(tmp_path / "e"),
                               "--quiet").stdout.strip().splitlines()[-1])
     assert done["examples"] == 10 and done["previous_model_id"] == meta["model_id"] != done["model_id"]
+    own = json.loads((tmp_path / "e" / "model.json").read_text())["prototypes"]["own_thresholds"]
+    assert set(own) == {"wipe"} and -1 <= own["wipe"] <= 1  # ten examples: a leave-one-out threshold of its own
     predictor = Predictor(tmp_path / "e", device="cpu")
     assert predictor.model_id == done["model_id"] and predictor.model.prototypes.enrolled == ["wipe"]
     pairs = generate_pairs("val", 12, SceneConfig(), seed=5)

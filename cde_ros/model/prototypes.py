@@ -25,9 +25,9 @@ Both thresholds are chosen on validation pairs of the known labels: `change_thre
 (`choose_change_threshold`: the length that `keep` of the `none` pairs the classifier reads as
 `none` stay within), then `threshold` (`choose_threshold`: the largest similarity at which
 accuracy on those pairs stays at least `keep` of its value without the rule).
-Prototypes and threshold live in `prototypes.safetensors` (the vectors) and `model.json`
-("prototypes": labels, example counts, enrolled labels, threshold and the numbers it rests on);
-they are part of the model id.
+Prototypes and thresholds live in `prototypes.safetensors` (the vectors) and `model.json`
+("prototypes": labels, example counts, enrolled labels, thresholds and the numbers they rest
+on); they are part of the model id.
 """
 from __future__ import annotations
 
