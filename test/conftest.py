@@ -54,6 +54,17 @@ def shipped_model() -> Path:
     return SHIPPED
 
 
+def interrupt_at(line_prefix: str):
+    """A training `log` that stops the run (KeyboardInterrupt, as Ctrl-C) at the first line that
+    starts with `line_prefix`, e.g. "epoch 2/3"."""
+
+    def log(line: str) -> None:
+        if line.startswith(line_prefix):
+            raise KeyboardInterrupt
+
+    return log
+
+
 def run_cli(*args: str, check: bool = True, env: dict | None = None):
     """Run `cde-ros` in a subprocess of this interpreter (`env` added to its environment);
     returns CompletedProcess."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_YAML, run_cli
+from conftest import TINY_YAML, interrupt_at, run_cli
 
 from cde_ros.core.actions import ACTIONS
 from cde_ros.core.preprocess import Preprocessing
@@ -305,13 +305,8 @@ def test_training_with_the_change_term_logs_it_and_saves_no_decoder(tmp_path, pa
 def test_the_change_term_resumes_with_its_decoder_and_needs_the_patch_head(tmp_path, pairs):
     cfg = TrainConfig(epochs=2, batch_size=32, loss=LossWeights(alpha_change=1.0))
     full = train(pairs, None, list(ACTIONS), MC, PRE, cfg, tmp_path / "full", progress=False, log=lambda m: None)
-
-    def stop_after_epoch_1(line: str) -> None:
-        if line.startswith("epoch 1/2"):
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        train(pairs, None, list(ACTIONS), MC, PRE, cfg, tmp_path / "run", progress=False, log=stop_after_epoch_1)
+        train(pairs, None, list(ACTIONS), MC, PRE, cfg, tmp_path / "run", progress=False, log=interrupt_at("epoch 1/2"))
     resumed = train(pairs, None, list(ACTIONS), MC, PRE, cfg, tmp_path / "run", resume=True, progress=False,
                     log=lambda m: None)
     # a decoder started afresh on resume would read the changes worse than the uninterrupted one

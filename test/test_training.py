@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from conftest import interrupt_at
 
 from cde_ros.core.actions import ACTIONS
 from cde_ros.core.preprocess import Preprocessing
@@ -46,13 +47,8 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, data):
     tr, _ = data
     cfg = TrainConfig(epochs=3, batch_size=32)
     full = train(tr, None, list(ACTIONS), MC, PRE, cfg, tmp_path / "full", progress=False, log=lambda m: None)
-
-    def interrupt_after_epoch_2(line: str) -> None:
-        if line.startswith("epoch 2/3"):
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        train(tr, None, list(ACTIONS), MC, PRE, cfg, tmp_path / "run", progress=False, log=interrupt_after_epoch_2)
+        train(tr, None, list(ACTIONS), MC, PRE, cfg, tmp_path / "run", progress=False, log=interrupt_at("epoch 2/3"))
     assert not (tmp_path / "run" / "model.json").exists()
     from safetensors import safe_open
 
