@@ -58,7 +58,10 @@ def cmd_record_sim(args: argparse.Namespace) -> int:
                           width=args.width, height=args.height, rate_hz=args.rate, image_topic=args.image_topic,
                           event_topic=args.event_topic, first_episode=args.first_episode, camera=args.camera or "",
                           event_action=args.event_action, around_event_only=args.around_event_only)
-    info = record_sim(args.out_bag, cfg, progress=not args.quiet, log=_log)
+    try:
+        info = record_sim(args.out_bag, cfg, progress=not args.quiet, log=_log)
+    except RuntimeError as exc:  # an episode the arm cannot play: the bag keeps the episodes before it
+        _fail(f"{exc}; {args.out_bag} holds the episodes recorded before it")
     print(json.dumps(info))
     return 0
 

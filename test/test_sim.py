@@ -225,6 +225,38 @@ def test_record_sim_writes_bags_the_trainer_pairs(tmp_path):
         assert pairs.actions == [t["action"] for t in truth] and pairs.event_ids == [t["event_id"] for t in truth]
 
 
+def test_an_episode_whose_first_twenty_scenes_the_arm_cannot_reach_is_still_recorded(tmp_path):
+    """The varied style's train episode 3397 (seed 8, a pot close) is reached first in its 26th
+    scene: the suite's train_varied split at --scale 2 stopped there when 20 scenes were drawn."""
+    assert Draw("train", "varied", 8, 0.2).spec(3397).obj_class == "pot"
+    bag = tmp_path / "pot"
+    proc = run_cli("record-sim", str(bag), "--split", "train", "--style", "varied", "--seed", "8", "--first-episode",
+                   "3397", "--episodes", "1", "--camera", "wide_right", "--width", "64", "--height", "48",
+                   "--around-event-only", "--quiet")
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["episodes"] == 1 and summary["redrawn_episodes"] >= 20
+
+
+def test_an_episode_no_scene_can_play_is_one_sentence_and_the_bag_keeps_the_episodes_before_it(tmp_path):
+    """With fewer scenes allowed than the pot above needs (MAX_ATTEMPTS patched in the recorder's
+    own process), the recording stops there in one sentence, and the episode before it is in the bag."""
+    import subprocess
+    import sys
+
+    from cde_ros.data.bags import read_json_topic
+
+    bag = tmp_path / "stops"
+    code = ("import sys; import cde_ros.sim.record as r; r.MAX_ATTEMPTS = 20; from cde_ros.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", code, "record-sim", str(bag), "--split", "train", "--style", "varied",
+                           "--seed", "8", "--first-episode", "3396", "--episodes", "2", "--camera", "wide_right",
+                           "--width", "64", "--height", "48", "--around-event-only", "--quiet"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "episode 3397 (pot close) could not be played" in proc.stderr
+    assert [t["event_id"] for t in read_json_topic(bag, "/sim/ground_truth")] == ["train-varied-s8-03396"]
+
+
 def test_recording_around_events_only_keeps_exactly_the_frames_pairing_picks(tmp_path):
     """--around-event-only renders only the frames before each start and from each end on: those
     frames are the full recording's (same stamps, same pixels), and the pairs are the same."""
