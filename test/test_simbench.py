@@ -35,6 +35,18 @@ def test_the_suite_is_recorded_in_parts_and_resumes(suite):
     assert again == []  # nothing recorded twice
 
 
+def test_a_part_that_fails_to_record_is_one_sentence_with_the_recorders_own_reason(tmp_path):
+    """The recorder process's own error (here a frame size it refuses), once, without a second
+    "cde-ros: error:" inside; no summary is written for the failed part, so a rerun records it."""
+    with pytest.raises(RuntimeError) as err:
+        record_suite(tmp_path, ("val",), workers=1, part_episodes=2, size=(0, 0), episodes={"val": 2},
+                     log=lambda m: None)
+    msg = str(err.value)
+    assert "part_00000 failed (image size 0x0 is outside" in msg and "cde-ros: error" not in msg
+    assert "\n" not in msg and "Traceback" not in msg
+    assert not list((tmp_path / "val").glob("*.json"))
+
+
 def test_a_model_is_evaluated_on_every_split_with_the_pixel_floor(suite, tiny_model, tmp_path):
     data, _ = suite
     result = evaluate_model_on_suite(tiny_model, data, tmp_path, cache_dir=tmp_path / "cache", log=lambda m: None)

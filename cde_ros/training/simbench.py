@@ -115,7 +115,11 @@ def record_suite(data: Path, names: tuple[str, ...] = tuple(SUITE), workers: int
             if proc.returncode != 0:
                 for p, _ in running:
                     p.terminate()
-                raise RuntimeError(f"recording {out} failed: {stderr.strip().splitlines()[-1] if stderr.strip() else ''}")
+                last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {proc.returncode}"
+                # the child's own one-sentence error, without its "cde-ros: error: " prefix (ours adds one)
+                last = last.removeprefix("cde-ros: error: ")
+                raise RuntimeError(f"recording {out} failed ({last}); the finished parts are kept and a rerun "
+                                   "records this one and the rest anew")
             (out.parent / f"{out.name}.json").write_text(stdout.strip().splitlines()[-1] + "\n")
             done += 1
             log(f"recorded {out} ({done} parts, {time.perf_counter() - t0:.0f} s)")
