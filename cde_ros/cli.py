@@ -57,7 +57,7 @@ def cmd_record_sim(args: argparse.Namespace) -> int:
                           none_fraction=args.none_fraction, storage=args.storage, image_format=args.image,
                           width=args.width, height=args.height, rate_hz=args.rate, image_topic=args.image_topic,
                           event_topic=args.event_topic, first_episode=args.first_episode, camera=args.camera or "",
-                          event_action=args.event_action, around_event_only=args.around_event_only)
+                          event_action=args.event_action, around_event_only=args.around_event_only, twin=args.twin)
     try:
         info = record_sim(args.out_bag, cfg, progress=not args.quiet, log=_log)
     except RuntimeError as exc:  # an episode the arm cannot play: the bag keeps the episodes before it
@@ -577,6 +577,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--around-event-only", action="store_true",
                     help="render only the frames before each start and from each end on (the ones pairing picks; "
                          "a training set at a third of the cost: the camera is silent during the manipulation)")
+    sp.add_argument("--twin", action="store_true",
+                    help="a second object of the same class beside the manipulated one, never touched, its box in "
+                         "the ground truth (twin_box): the right action on the wrong object, for spatial verification")
     sp.add_argument("--image-topic", default=DEFAULT_IMAGE_TOPIC)
     sp.add_argument("--event-topic", default=DEFAULT_EVENT_TOPIC)
     sp.add_argument("--suite", action="store_true",

@@ -733,6 +733,18 @@ def test_a_decoy_roi_is_a_box_of_the_same_size_beside_the_target():
         assert d[2:] == box[2:] and box_iou(d, box) == 0.0 and d[0] + d[2] <= 200 and d[1] + d[3] <= 100
 
 
+def test_a_recorded_twin_is_the_decoy_roi_only_where_it_is_a_fair_one():
+    from cde_ros.model.where import twin_decoy
+
+    target = [100, 50, 80, 60]  # area 4800
+    assert twin_decoy(target, [200, 40, 70, 70]) == [200, 40, 70, 70]  # beside it, in view
+    assert twin_decoy(target, None) is None  # out of view
+    assert twin_decoy(target, [0, 50, 20, 59]) is None  # at the frame's edge: under a quarter of the target
+    assert twin_decoy(target, [0, 50, 20, 60]) == [0, 50, 20, 60]  # a quarter exactly
+    assert twin_decoy(target, [150, 50, 80, 60]) is None  # overlaps the target by more than a quarter of itself
+    assert twin_decoy(target, [160, 50, 80, 60]) == [160, 50, 80, 60]  # by a quarter exactly
+
+
 def test_change_region_maps_grid_patches_to_camera_pixels():
     from cde_ros.model.where import box_iou, change_region, share_inside
 

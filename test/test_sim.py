@@ -86,6 +86,37 @@ def test_a_successful_episode_changes_the_fixture_and_the_arm_ends_elsewhere():
     assert abs(np.mean(np.diff(ts)) - 0.1) < 0.01  # the camera's 10 Hz
 
 
+def test_a_twin_stands_beside_the_fixture_as_it_was_before_and_is_never_touched():
+    """SceneConfig.twin: a second drawer on the side away from the arm, shut like the opened one
+    was, still shut at the end, its box in the truth beside the target's; the target and the arm
+    are placed as without the twin (its draws come after theirs; the props' and the camera shake's
+    after them change)."""
+    from dataclasses import replace
+
+    from cde_ros.sim.scene import TWIN_PREFIX
+
+    plain = _episode("drawer", "open", "open", seed=3)
+    ep = _episode("drawer", "open", "open", seed=3, cfg=replace(SMALL, twin=True))
+    try:
+        list(plain.frames(around_event_only=True))
+        list(ep.frames(around_event_only=True))
+        twin_open = ep.scene._vars[f"{TWIN_PREFIX}:open"][0]  # ("joint", qpos address, lo, hi)
+        assert ep.scene.data.qpos[twin_open[1]] == twin_open[2]  # still shut
+        _, real, *_ = ep.state_at(ep.duration)
+        assert ep.state0["open"] == 0.0 and real["open"] == 1.0
+        side = np.sign(ep.scene.arm_base[0] - ep.fixture.origin[0])
+        assert np.sign(ep.scene.twin.origin[0] - ep.fixture.origin[0]) == -side  # away from the arm
+        assert np.allclose(ep.fixture.origin, plain.fixture.origin) and np.allclose(ep.scene.arm_base,
+                                                                                     plain.scene.arm_base)
+    finally:
+        ep.close()
+        plain.close()
+    # the same box up to the camera's shake (drawn after the twin)
+    assert plain.truth.twin_box is None and np.allclose(ep.truth.target_box, plain.truth.target_box, atol=4)
+    box, twin = ep.truth.target_box, ep.truth.twin_box
+    assert twin is not None and (twin[0] + twin[2] <= box[0] + 2 or twin[0] >= box[0] + box[2] - 2)  # beside it
+
+
 @pytest.mark.parametrize("name,attempted,mode", [("drawer", "open", "slip"), ("cabinet", "close", "blocked"),
                                                  ("lamp", "turn_on", "miss"), ("mug", "fill", "dry"),
                                                  ("box", "push_left", "touch")])

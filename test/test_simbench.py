@@ -12,7 +12,8 @@ from cde_ros.training.simbench import (FEW_SHOT_STARTS, SUITE, TARGET_SIZE_BINS,
                                        draw_episodes, evaluate_model_on_suite, few_shot, open_set, read_split,
                                        record_suite)
 
-SIZES = {"train": 12, "val": 3, "comp": 4, "syst": 4, "style": 3, "style_comp": 4, "style_syst": 4, "style_train": 14}
+SIZES = {"train": 12, "val": 3, "comp": 4, "syst": 4, "style": 3, "style_comp": 4, "style_syst": 4, "style_train": 14,
+         "twin": 4}
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +30,8 @@ def test_the_suite_is_recorded_in_parts_and_resumes(suite):
     summaries = [json.loads(p.read_text()) for p in sorted((data / "train").glob("part_*.json"))]
     assert [s["episodes"] for s in summaries] == [8, 4] and [s["first_episode"] for s in summaries] == [0, 8]
     assert summaries[0]["camera"] != summaries[1]["camera"]  # one camera placement per training part
+    assert json.loads((data / "twin" / "part_00000.json").read_text())["twin"] is True
+    assert not any(json.loads(p.read_text())["twin"] for p in (data / "train").glob("*.json"))
     assert {json.loads(p.read_text())["style"] for p in (data / "style").glob("*.json")} == {"heldout"}
     again: list[str] = []
     record_suite(data, tuple(SIZES), workers=2, part_episodes=8, size=(160, 120), episodes=SIZES, log=again.append)
@@ -50,7 +53,7 @@ def test_a_part_that_fails_to_record_is_one_sentence_with_the_recorders_own_reas
 def test_a_model_is_evaluated_on_every_split_with_the_pixel_floor(suite, tiny_model, tmp_path):
     data, _ = suite
     result = evaluate_model_on_suite(tiny_model, data, tmp_path, cache_dir=tmp_path / "cache", log=lambda m: None)
-    assert set(result["splits"]) == {"val", "comp", "syst", "style", "style_comp", "style_syst"}
+    assert set(result["splits"]) == {"val", "comp", "syst", "style", "style_comp", "style_syst", "twin"}
     for name, m in result["splits"].items():
         assert m["n"] == SIZES[name] and 0 <= m["accuracy"] <= 1
         assert {"false_success_rate", "false_failure_rate"} <= set(m["floor"])
@@ -65,6 +68,8 @@ def test_a_model_is_evaluated_on_every_split_with_the_pixel_floor(suite, tiny_mo
             roi = m["where"]["roi"]  # spatial verification with the fixture's box and a decoy
             assert roi["pairs"] <= m["action_pairs"]
             assert roi["pairs"] == 0 or 0 <= roi["kept_with_target_roi"] <= 1 and 0 <= roi["caught_with_decoy_roi"] <= 1
+            # the twin split's decoy is the second object recorded beside the target
+            assert roi["decoy"] == ("the recorded twin" if name == "twin" else "a box beside the target")
             # accuracy by the fixture's size: every pair that changed something with its box in one bin
             sizes = m["by_target_size"]
             assert [b for _, _, b in TARGET_SIZE_BINS] == list(sizes)

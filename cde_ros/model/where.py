@@ -83,3 +83,14 @@ def decoy_box(box: list[int], width: int, height: int) -> list[int] | None:
         if 0 <= cx and cx + w <= width and 0 <= cy and cy + h <= height:
             return [cx, cy, w, h]
     return None
+
+
+def twin_decoy(box: list[int], twin: list[int] | None) -> list[int] | None:
+    """A recorded second object of the same kind (its box) as the decoy roi for `box`, when it is
+    a fair one: in view at a quarter of the target's area or more, and overlapping the target by
+    at most a quarter of its own area (an opened door swung over it is no other place). Else None."""
+    if not twin or twin[2] * twin[3] < 0.25 * box[2] * box[3]:
+        return None
+    ix = max(0, min(box[0] + box[2], twin[0] + twin[2]) - max(box[0], twin[0]))
+    iy = max(0, min(box[1] + box[3], twin[1] + twin[3]) - max(box[1], twin[1]))
+    return None if ix * iy > 0.25 * twin[2] * twin[3] else list(twin)

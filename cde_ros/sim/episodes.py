@@ -23,7 +23,7 @@ import numpy as np
 from .fixtures import CLASSES
 from .fixtures.base import Segment, failure
 from .robot import frame as grip_frame
-from .scene import Scene, SceneConfig
+from .scene import TWIN_PREFIX, Scene, SceneConfig
 from .styles import Style
 
 
@@ -66,6 +66,8 @@ class EpisodeTruth:
     mean_render_ms: float = 0.0
     # the manipulated fixture's box in the after frame, [x, y, w, h] camera pixels (None: out of view)
     target_box: list | None = None
+    # the twin's box there (recorded with a twin, SceneConfig.twin; else None)
+    twin_box: list | None = None
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -125,6 +127,10 @@ class Episode:
             self.failure = None
         self.roll_free = fixture.specs[spec.attempted].motion in ("press", "push")
         self.scene.apply(self.state0)
+        twin = self.scene.twin
+        if twin is not None:  # the twin looks as the fixture did before (what it shares), and stays so
+            self.scene.apply({f"{TWIN_PREFIX}:{name}": self.state0.get(name, twin.state.get(name, 0.0))
+                              for name in twin.vars})
         self.scene.kinematics()
         start_pose = self._free_pose()
         end_pose = self._free_pose()
@@ -344,6 +350,7 @@ class Episode:
             n += 1
             if t >= self.end_s and self.truth.target_box is None:  # the first frame after the event
                 self.truth.target_box = self.scene.fixture_box()
+                self.truth.twin_box = self.scene.twin_box()
             yield max(0.0, t + jitter), img
         self.truth.prop_changes = sum(1 for _, name, b, a in self.prop_changes if a != b and not name.endswith(":y")
                                       and not name.endswith(":yaw"))

@@ -57,6 +57,9 @@ class SimRecordConfig:
     # record only the frames before each start and from each end on (what pairing picks from; a
     # training set); the camera is then silent during the manipulation
     around_event_only: bool = False
+    # a second fixture of the same class beside the manipulated one, untouched, its box in the
+    # ground truth (`twin_box`): spatial verification's "right action, wrong object"
+    twin: bool = False
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -90,7 +93,7 @@ def record_sim(out: str | Path, cfg: SimRecordConfig, progress: bool = True,
 
     check_context(import_mujoco())  # before the bag exists: a machine that cannot render leaves nothing behind
     draw = Draw(cfg.split, cfg.style, cfg.seed, cfg.none_fraction)
-    scene_cfg = SceneConfig(width=cfg.width, height=cfg.height)
+    scene_cfg = SceneConfig(width=cfg.width, height=cfg.height, twin=cfg.twin)
     timing = replace(TimingConfig(), rate_hz=cfg.rate_hz)
     t_line = cfg.start_s
     counts: dict[str, int] = {}

@@ -31,6 +31,15 @@ class SceneConfig:
     height: int = 480
     distractors: tuple[int, int] = (1, 4)
     shadow_size: int = 1024  # shadow map texels (the key light's shadows)
+    # a second fixture of the same class beside the manipulated one, on the side away from the
+    # arm, in the same state and never touched: the object a planner could have meant instead
+    # (spatial verification's "right action, wrong object"). Off: no random draw changes; on: the
+    # fixture, the arm and the room are drawn as without it, the props keep clear of it.
+    twin: bool = False
+
+
+TWIN_PREFIX = "twin"
+TWIN_GAP = 0.06  # metres between the two fixtures' footprints
 
 
 @dataclass
@@ -94,10 +103,16 @@ class Scene:
         self.arm_base = base
         yaw = math.atan2(origin[1] - base[1], origin[0] - base[0])
         b.add(arm_body(b, base, yaw, rng))
+        self.twin: Fixture | None = None
+        if cfg.twin:
+            self.twin = type(fixture)(TWIN_PREFIX)
+            self.twin.origin = origin + np.array([-side * (fw + TWIN_GAP), 0.0, 0.0])
         self.props: list[Prop] = []
         self._place_props(b, rng, origin, fw, fd, base)
         self._lights(b, rng, style)
         self.camera0 = self._camera(b, style, origin)
+        if self.twin is not None:  # its materials drawn last: the fixture, arm and room come out as without it
+            b.add(self.twin.build(b, self.twin.origin, rng, style))
         visual = E("visual",
                    E("global", offwidth=cfg.width, offheight=cfg.height, fovy=45),
                    # no multisampling: it doubled the time per frame (113 -> 51 ms at 640x480 on one
@@ -152,6 +167,7 @@ class Scene:
         n = int(rng.integers(self.cfg.distractors[0], self.cfg.distractors[1] + 1))
         taken: list[tuple[float, float, float]] = [(float(base[0]), float(base[1]), 0.18)]
         fx, fy = float(origin[0]), float(origin[1]) if self.fixture.mount == "counter" else WALL_Y - 0.1
+        tx = float(self.twin.origin[0]) if self.twin is not None else None
         corridor = (np.array([base[0], base[1]]), np.array([fx, fy]))
         kinds = list(PROP_KINDS)
         for i in range(n):
@@ -160,6 +176,8 @@ class Scene:
                 x = float(rng.uniform(-1.0, 1.0))
                 y = float(rng.uniform(COUNTER_FRONT + 0.1, WALL_Y - 0.1))
                 if abs(x - fx) < fw / 2 + 0.1 and abs(y - fy) < fd / 2 + 0.12:
+                    continue
+                if tx is not None and abs(x - tx) < fw / 2 + 0.1 and abs(y - fy) < fd / 2 + 0.12:
                     continue
                 a, c = corridor
                 t = np.clip(np.dot([x, y] - a, c - a) / max(1e-9, np.dot(c - a, c - a)), 0, 1)
@@ -205,7 +223,10 @@ class Scene:
         self._key = m.light("key").id
         self._cam = m.camera("cam").id
         self._vars: dict[str, list[tuple]] = {}
-        for owner, variables in [("", self.fixture.vars)] + [(p.name + ":", p.vars) for p in self.props]:
+        owners = [("", self.fixture.vars)] + [(p.name + ":", p.vars) for p in self.props]
+        if self.twin is not None:
+            owners.append((TWIN_PREFIX + ":", self.twin.vars))
+        for owner, variables in owners:
             for name, reals in variables.items():
                 out = []
                 for r in reals:
@@ -255,8 +276,14 @@ class Scene:
         """The manipulated fixture's box in the camera image, [x, y, w, h] pixels, as it is now
         (after `kinematics()`): the projection of every visible fixture geom's bounding box
         corners, clipped to the image. None when it is outside the view."""
+        return self._box(self.fixture.p + "_")
+
+    def twin_box(self) -> list[int] | None:
+        """The same for the twin (`SceneConfig.twin`); None without one or out of view."""
+        return self._box(TWIN_PREFIX + "_") if self.twin is not None else None
+
+    def _box(self, prefix: str) -> list[int] | None:
         m, d = self.model, self.data
-        prefix = self.fixture.p + "_"
         R = d.cam_xmat[self._cam].reshape(3, 3)
         pos = d.cam_xpos[self._cam]
         f = (self.cfg.height / 2) / math.tan(math.radians(float(m.cam_fovy[self._cam])) / 2)

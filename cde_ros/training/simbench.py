@@ -11,6 +11,8 @@ parts of at most `PART_EPISODES` episodes (recorded in parallel processes, resum
     style        training combinations in the held-out scene style  (test: a new robot cell)
     style_comp, style_syst   held-out combinations / classes in the held-out style (test)
     style_train  training combinations in the held-out style        (few-shot pool: a user's recordings)
+    twin         training combinations, training style, a second fixture of the same class beside
+                 the manipulated one, untouched (test: the right action on the wrong object)
 
 No choice (recipe, epochs, thresholds) is made on a test split: the pixel floor's threshold comes
 from `train`, the `none` operating point from `val`.
@@ -45,6 +47,8 @@ class SplitSpec:
     # each part from one camera placement family, cycling (so that each bag is one viewpoint: the
     # recording environments the environment-invariance loss term aligns across)
     camera_per_part: bool = False
+    # a second, untouched fixture of the same class beside the manipulated one (record-sim --twin)
+    twin: bool = False
 
 
 SUITE: dict[str, SplitSpec] = {
@@ -57,8 +61,9 @@ SUITE: dict[str, SplitSpec] = {
     "style_syst": SplitSpec("syst", "heldout", 240, 6),
     "style_train": SplitSpec("train", "heldout", 450, 7),
     "train_varied": SplitSpec("train", "varied", 2400, 8, camera_per_part=True),
+    "twin": SplitSpec("val", "train", 240, 9, twin=True),
 }
-TEST_SPLITS = ("comp", "syst", "style", "style_comp", "style_syst")
+TEST_SPLITS = ("comp", "syst", "style", "style_comp", "style_syst", "twin")
 SUITE_RATE_HZ = 5.0  # the suite's camera rate: half the recorder's default, half the rendering
 
 
@@ -81,7 +86,7 @@ def record_suite(data: Path, names: tuple[str, ...] = tuple(SUITE), workers: int
             raise ValueError(f"unknown suite split {name!r}; choose from {', '.join(SUITE)}")
         base = SUITE[name]
         count = (episodes or {}).get(name, max(1, int(round(base.episodes * scale))))
-        spec = SplitSpec(base.split, base.style, count, base.seed, base.camera_per_part)
+        spec = replace(base, episodes=count)
         for k, (first, n) in enumerate(_parts(spec, part_episodes)):
             out = data / name / f"part_{first:05d}"
             if (out.parent / f"{out.name}.json").is_file():
@@ -103,7 +108,8 @@ def record_suite(data: Path, names: tuple[str, ...] = tuple(SUITE), workers: int
             cmd = [sys.executable, "-m", "cde_ros.cli", "record-sim", str(out), "--split", spec.split, "--style",
                    spec.style, "--episodes", str(n), "--first-episode", str(first), "--seed", str(spec.seed),
                    "--rate", str(SUITE_RATE_HZ), "--image", "compressed", "--width", str(size[0]), "--height",
-                   str(size[1]), "--around-event-only", "--quiet"] + (["--camera", camera] if camera else [])
+                   str(size[1]), "--around-event-only", "--quiet"] + (["--camera", camera] if camera else []) + (
+                   ["--twin"] if spec.twin else [])
             running.append((subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env),
                             out))
         time.sleep(1.0)
@@ -149,6 +155,8 @@ def read_split(data: Path, name: str, pre, pairing, cache_dir: Path | None = Non
     pairs.objects = [truth.get(e, {}).get("obj_class", "") for e in pairs.event_ids]
     # the manipulated fixture's box in the after frame (recordings made before it was recorded: None)
     pairs.target_boxes = [truth.get(e, {}).get("target_box") for e in pairs.event_ids]
+    # the twin's box there (splits recorded with a twin, else None)
+    pairs.twin_boxes = [truth.get(e, {}).get("twin_box") for e in pairs.event_ids]
     sizes = {(s.get("width"), s.get("height")) for s in (json.loads((b.parent / f"{b.name}.json").read_text())
                                                          for b in bags)}
     pairs.camera_size = sizes.pop() if len(sizes) == 1 else None
@@ -160,7 +168,7 @@ def localisation(predictor, preds: list, pairs: PairSet) -> dict[str, Any] | Non
     action (pairs that changed something): the share of the Top-K delta inside the box, the hit
     rate (at least half of it inside), the IoU of the Top-K patches' bounding box with the box,
     and chance (the share of the image the box covers: a change put anywhere at random)."""
-    from ..model.where import ROI_MIN_SHARE, box_iou, decoy_box, share_inside
+    from ..model.where import ROI_MIN_SHARE, box_iou, decoy_box, share_inside, twin_decoy
 
     boxes = getattr(pairs, "target_boxes", None)
     size = getattr(pairs, "camera_size", None)
@@ -169,18 +177,21 @@ def localisation(predictor, preds: list, pairs: PairSet) -> dict[str, Any] | Non
     w, h = size
     per: dict[str, dict[str, list[float]]] = {}
     # spatial verification (an event's roi) on the pairs read as their true action: kept with the
-    # fixture's own box as the roi; caught with a decoy of the same size where a second object of
-    # the same kind could stand (the right action on the wrong object)
+    # fixture's own box as the roi; caught with a decoy roi (the right action on the wrong object):
+    # the second object of the same kind where the split has one (`twin`), else a box of the same
+    # size where one could stand
+    twins = getattr(pairs, "twin_boxes", None) or [None] * len(boxes)
+    with_twin = any(twins)
     kept: list[bool] = []
     caught: list[bool] = []
-    for p, truth, box in zip(preds, pairs.actions, boxes):
+    for p, truth, box, twin in zip(preds, pairs.actions, boxes, twins):
         if truth == "none" or not box:
             continue
         region = predictor.change_region(p, w, h)
         if region is None:
             return None  # a global-head model says nothing about where
         inside = share_inside(region, box)
-        decoy = decoy_box(box, w, h)
+        decoy = twin_decoy(box, twin) if with_twin else decoy_box(box, w, h)
         if p.action == truth and decoy is not None:
             kept.append(inside >= ROI_MIN_SHARE)
             caught.append(share_inside(region, decoy) < ROI_MIN_SHARE)
@@ -192,7 +203,8 @@ def localisation(predictor, preds: list, pairs: PairSet) -> dict[str, Any] | Non
     summary = {a: {"n": len(d["hit"]), **{k: float(np.mean(v)) for k, v in d.items()}} for a, d in sorted(per.items())}
     every = {k: float(np.mean([x for d in per.values() for x in d[k]])) for k in ("share_inside", "hit", "iou", "chance")}
     roi = {"pairs": len(kept), "kept_with_target_roi": float(np.mean(kept)) if kept else float("nan"),
-           "caught_with_decoy_roi": float(np.mean(caught)) if caught else float("nan")}
+           "caught_with_decoy_roi": float(np.mean(caught)) if caught else float("nan"),
+           "decoy": "the recorded twin" if with_twin else "a box beside the target"}
     return {"per_action": summary, "all": {"n": sum(len(d["hit"]) for d in per.values()), **every}, "roi": roi}
 
 
@@ -310,7 +322,8 @@ def evaluate_model_on_suite(model_dir: Path, data: Path, out: Path, splits: tupl
 
 SPLIT_TEXT = {"val": "validation (training combinations; used for choices)", "comp": "held-out combinations",
               "syst": "held-out object classes", "style": "held-out scene style",
-              "style_comp": "held-out style x held-out combinations", "style_syst": "held-out style x held-out classes"}
+              "style_comp": "held-out style x held-out combinations", "style_syst": "held-out style x held-out classes",
+              "twin": "a second object of the same kind beside the target"}
 
 
 def _markdown(result: dict, name: str) -> str:
@@ -355,14 +368,17 @@ def _markdown(result: dict, name: str) -> str:
                              f"{a['chance']:.2f} |")
         lines += ["", "Spatial verification (an event's `roi`, verified when at least half of the change lies inside "
                   "it), on the pairs read as their true action: kept with the fixture's own box as the roi; caught "
-                  "(`change outside target region`) with a decoy box of the same size beside it, where a second "
-                  "object of the same kind could stand.", "",
-                  "| split | pairs | kept with the target's roi | caught with a decoy roi |", "|---|---|---|---|"]
+                  "(`change outside target region`) with a decoy roi: on the `twin` split the box of the second "
+                  "object of the same kind standing beside the target (pairs where it is in view at a quarter of the "
+                  "target's size or more and apart from it), elsewhere a box of the target's size beside it, where "
+                  "such an object could stand.", "",
+                  "| split | pairs | kept with the target's roi | caught with a decoy roi | decoy |",
+                  "|---|---|---|---|---|"]
         for split, m in result["splits"].items():
             if "where" in m and "roi" in m["where"]:
                 r = m["where"]["roi"]
                 lines.append(f"| {split} | {r['pairs']} | {r['kept_with_target_roi']:.2f} | "
-                             f"{r['caught_with_decoy_roi']:.2f} |")
+                             f"{r['caught_with_decoy_roi']:.2f} | {r.get('decoy', 'a box beside the target')} |")
         lines += ["", "Hit rate per action (chance in brackets):", ""]
         for split, m in result["splits"].items():
             if "where" in m:
