@@ -167,7 +167,8 @@ class Scene:
         n = int(rng.integers(self.cfg.distractors[0], self.cfg.distractors[1] + 1))
         taken: list[tuple[float, float, float]] = [(float(base[0]), float(base[1]), 0.18)]
         fx, fy = float(origin[0]), float(origin[1]) if self.fixture.mount == "counter" else WALL_Y - 0.1
-        tx = float(self.twin.origin[0]) if self.twin is not None else None
+        # the fixture's footprint, and the twin's beside it, stay clear of props
+        footprints_x = [fx] + ([float(self.twin.origin[0])] if self.twin is not None else [])
         corridor = (np.array([base[0], base[1]]), np.array([fx, fy]))
         kinds = list(PROP_KINDS)
         for i in range(n):
@@ -175,9 +176,7 @@ class Scene:
             for _ in range(30):
                 x = float(rng.uniform(-1.0, 1.0))
                 y = float(rng.uniform(COUNTER_FRONT + 0.1, WALL_Y - 0.1))
-                if abs(x - fx) < fw / 2 + 0.1 and abs(y - fy) < fd / 2 + 0.12:
-                    continue
-                if tx is not None and abs(x - tx) < fw / 2 + 0.1 and abs(y - fy) < fd / 2 + 0.12:
+                if abs(y - fy) < fd / 2 + 0.12 and any(abs(x - cx) < fw / 2 + 0.1 for cx in footprints_x):
                     continue
                 a, c = corridor
                 t = np.clip(np.dot([x, y] - a, c - a) / max(1e-9, np.dot(c - a, c - a)), 0, 1)
