@@ -442,7 +442,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             _fail(f"unknown --starts {bad}; choose from {', '.join(FEW_SHOT_STARTS)}")
         few_shot(Path(args.few_shot), init, Path(args.out), load_config(args.config) if args.config else None,
                  ks=tuple(args.shots or FEW_SHOT_KS), seeds=tuple(range(args.seeds or 3)), starts=starts,
-                 steps=args.steps, cache_dir=cache, log=_log)
+                 steps=args.steps, cache_dir=cache, log=_log, many=args.many)
         return 0
     if args.sim:
         from .training.simbench import evaluate_model_on_suite
@@ -553,9 +553,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--split", choices=["train", "val", "comp", "syst"], default="train",  # sim.tasks.SPLITS
                     help="train/val: training object-action combinations; comp: held-out combinations; "
                          "syst: held-out object classes")
-    sp.add_argument("--style", choices=["train", "heldout", "varied"], default="train",  # sim.styles.DOMAINS
+    sp.add_argument("--style", choices=["train", "heldout", "varied", "randomized"], default="train",  # sim.styles.DOMAINS
                     help="scene style: heldout = room textures, lighting and camera placements never used in "
-                         "training (a new robot cell); varied = more training diversity, disjoint from heldout")
+                         "training (a new robot cell); varied = more training diversity, disjoint from heldout; "
+                         "randomized = domain randomisation around the held-out style's placements, light "
+                         "directions and materials, never on them")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--none-fraction", type=float, default=0.2, help="share of failed attempts (label none)")
     sp.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
@@ -703,6 +705,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --few-shot: labelled episodes per action (default 5 10 30, simbench.FEW_SHOT_KS); "
                          "with --open-set: enrolled examples per action (default 1 5 10, simbench.ENROLL_KS)")
     sp.add_argument("--steps", type=int, default=0, help="with --few-shot: optimizer steps per run (default 200)")
+    sp.add_argument("--many", action="store_true",
+                    help="with --few-shot: also the reference run at the far end of the curve: finetune+replay on "
+                         "every episode of the suite's style_many split (record-sim --suite --splits style_many; "
+                         "about 270 per action), 5x the steps, one seed")
     sp.add_argument("--starts", nargs="+",
                     help="with --few-shot: which starts to train (default: all of simbench.FEW_SHOT_STARTS; "
                          "scratch takes minutes per run on a CPU, the finetune starts about a minute)")
@@ -717,7 +723,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--split", choices=["train", "val", "comp", "syst"], default="val",
                     help="which combinations the robot attempts (val: the training combinations, other episodes; "
                          "comp / syst: held-out combinations / object classes)")
-    sp.add_argument("--style", choices=["train", "heldout", "varied"], default="train", help="scene style of the cell")
+    sp.add_argument("--style", choices=["train", "heldout", "varied", "randomized"], default="train",
+                    help="scene style of the cell")
     sp.add_argument("--seed", type=int, default=1)
     sp.add_argument("--rate", type=float, default=10.0, help="camera frame rate of the simulation, Hz")
     sp.add_argument("--realtime", type=float, default=2.0, help="playback speed factor (1 = real time)")

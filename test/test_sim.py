@@ -176,7 +176,7 @@ def test_the_held_out_style_shares_no_family_or_camera_placement_with_training()
             seen[d]["counter"].add(s.counter.family)
             seen[d]["camera"].add(s.camera.name)
     for k in ("floor", "wall", "counter", "camera"):
-        for d in ("train", "varied"):
+        for d in ("train", "varied", "randomized"):
             assert seen[d][k] and seen["heldout"][k] and not seen[d][k] & seen["heldout"][k], (d, k)
 
 
@@ -201,6 +201,44 @@ def test_the_varied_style_is_wider_than_training_and_stays_clear_of_the_held_out
         "wide_left", "wide_right"}
 
 
+def test_the_randomized_style_surrounds_the_held_out_views_and_lights_but_never_draws_them():
+    """`randomized` (domain randomisation) spans wider camera and light directions than `varied`,
+    on both sides of the held-out ones, and darker, tinted light; yet no draw falls within 3
+    degrees of a held-out camera placement's or light direction's range."""
+    def draws(domain, n=1500):
+        rng = np.random.default_rng(2)
+        return [sample_style(rng, domain) for _ in range(n)]
+
+    def directions(styles):
+        return np.degrees([[s.camera.azimuth, s.camera.elevation, s.lighting.key_azimuth, s.lighting.key_elevation]
+                           for s in styles])
+
+    rand, varied, held = draws("randomized"), directions(draws("varied", 400)), directions(draws("heldout", 400))
+    r = directions(rand)
+    for axis in range(4):
+        assert np.ptp(r[:, axis]) > np.ptp(varied[:, axis]) + 10, axis
+    low, top = held[held[:, 1] < 30], held[held[:, 1] > 30]
+
+    def inside(points, box_of, cols, margin=3.0):
+        lo, hi = box_of.min(0) - margin, box_of.max(0) + margin
+        return np.all((points[:, cols] >= lo) & (points[:, cols] <= hi), axis=1)
+
+    cam = np.column_stack([np.abs(r[:, 0]), r[:, 1]])
+    light = np.column_stack([np.abs(r[:, 2]), r[:, 3]])
+    assert not inside(cam, np.column_stack([np.abs(low[:, 0]), low[:, 1]]), [0, 1]).any()
+    assert not inside(cam, np.column_stack([np.abs(top[:, 0]), top[:, 1]]), [0, 1]).any()
+    assert not inside(light, np.column_stack([np.abs(held[:, 2]), held[:, 3]]), [0, 1]).any()
+    # ... while training views now lie on every side of them: lower, higher, nearer the front, further out
+    assert (cam[:, 1] < low[:, 1].min()).any() and ((cam[:, 0] > np.abs(low[:, 0]).max()) & (cam[:, 1] < 22)).any()
+    assert ((cam[:, 0] < 10) & (cam[:, 1] > top[:, 1].max())).any() and ((cam[:, 0] < 10) & (cam[:, 1] < 60)).any()
+    # darker surfaces and tinted light than `varied` draws
+    tinted = [s for s in rand if max(s.lighting.key_rgb) > 0 and
+              min(s.lighting.key_rgb) / max(s.lighting.key_rgb) < 0.75 and s.lighting.key_rgb[2] > s.lighting.key_rgb[0]]
+    assert tinted and min(np.mean(s.wall.colors[0]) for s in rand) < 40
+    assert {sample_style(np.random.default_rng(3), "randomized", camera=c).camera.name
+            for c in ("rand_low", "rand_high")} == {"rand_low", "rand_high"}
+
+
 def test_record_sim_refuses_a_camera_placement_of_another_style_in_one_sentence(tmp_path):
     """`--camera` must name a placement of the chosen style (a held-out one for training, a
     training one for `varied`, nonsense, an empty-looking or huge name): one sentence, nothing
@@ -217,6 +255,29 @@ def test_record_sim_refuses_a_camera_placement_of_another_style_in_one_sentence(
     rng = np.random.default_rng(0)
     for style, names in sample.items():  # and the names the error lists are the ones that work
         assert {sample_style(rng, style, camera=c).camera.name for c in names} == set(names)
+
+
+def test_record_sim_draws_each_episode_in_the_style_a_caller_gives(tmp_path):
+    """The hook the factor diagnostic (benchmarks/style_factors.py) records with: the training
+    style with the held-out style's top-down camera, and the ground truth says so."""
+    from dataclasses import replace
+
+    from cde_ros.data.bags import read_json_topic
+    from cde_ros.sim.record import SimRecordConfig, record_sim
+
+    calls = []
+
+    def style(rng, cfg):
+        calls.append(cfg.seed)
+        top = sample_style(np.random.default_rng(int(rng.integers(2**32))), "heldout", camera="top").camera
+        return replace(sample_style(rng, "train"), camera=top)
+
+    bag = tmp_path / "mixed"
+    record_sim(bag, SimRecordConfig(episodes=2, seed=5, width=96, height=72, around_event_only=True), progress=False,
+               log=lambda m: None, style=style)
+    truth = read_json_topic(bag, "/sim/ground_truth")
+    assert len(truth) == 2 and len(calls) >= 2 and set(calls) == {5}
+    assert {t["style"] for t in truth} == {"train"} and {t["camera"] for t in truth} == {"top"}
 
 
 def test_record_sim_writes_bags_the_trainer_pairs(tmp_path):

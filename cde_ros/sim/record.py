@@ -20,7 +20,7 @@ from ..data.bags import DEFAULT_EVENT_TOPIC, DEFAULT_IMAGE_TOPIC, BagWriter
 from ..data.events import EventPhase
 from .episodes import Episode, EpisodeError, TimingConfig
 from .scene import SceneConfig
-from .styles import sample_style
+from .styles import Style, sample_style
 from .tasks import Draw
 
 TRUTH_TOPIC = "/sim/ground_truth"
@@ -84,9 +84,11 @@ def episode_id(cfg: SimRecordConfig, index: int) -> str:
 
 
 def record_sim(out: str | Path, cfg: SimRecordConfig, progress: bool = True,
-               log: Callable[[str], None] = print) -> dict[str, Any]:
+               log: Callable[[str], None] = print, style: Callable[[Any, SimRecordConfig], Style] | None = None,
+               ) -> dict[str, Any]:
     """Write `cfg.episodes` simulated episodes to a new rosbag2 at `out`. Returns a summary with
-    the time per rendered frame."""
+    the time per rendered frame. `style(rng, cfg)` draws each episode's scene style in place of
+    `styles.sample_style` (diagnostics that compose styles, benchmarks/style_factors.py)."""
     from tqdm.auto import tqdm
 
     from .gl import backend, check_context, import_mujoco
@@ -108,7 +110,8 @@ def record_sim(out: str | Path, cfg: SimRecordConfig, progress: bool = True,
             for attempt in range(MAX_ATTEMPTS):
                 rng = draw.rng(index, attempt)
                 try:
-                    episode = Episode(spec, sample_style(rng, cfg.style, cfg.camera or None), rng, scene_cfg, timing)
+                    drawn = style(rng, cfg) if style else sample_style(rng, cfg.style, cfg.camera or None)
+                    episode = Episode(spec, drawn, rng, scene_cfg, timing)
                     episode.check_reach()
                     break
                 except EpisodeError:

@@ -10,6 +10,16 @@ Two style domains are drawn from disjoint families:
 - `heldout`: concrete floors, brick walls, granite / brushed-steel counters; tinted key light
   low from the side; cameras low and far to the side, or nearly top-down. None of these is ever
   drawn for training pairs: it stands in for a new robot cell.
+- `varied`: more training diversity that stays clear of `heldout` (materials, light, cameras
+  within 34 degrees of the front).
+- `randomized`: domain randomisation (Tobin et al. 2017) for the shipped model's breadth: the
+  training material families in any colour, dimmed or not; a key light from any direction above
+  the counter (up to 120 degrees from the front) in any colour temperature or tint, at 0.4-1 of
+  the strength, with weaker fill and ambient light; cameras anywhere within 70 degrees of the front from 6 to 84 degrees of elevation.
+  The held-out style's own regions are cut out with a margin: its camera placements (low and far
+  to the side, nearly top-down) and its light directions (low from the side) are never drawn,
+  nor are its material families. So a cell of the held-out style still differs from every
+  training cell, but along each factor it now lies among training cells instead of beyond them.
 
 Per episode a style is drawn from its domain's families with random colours, angles and
 distances, so a domain is a distribution, not a handful of scenes.
@@ -17,11 +27,11 @@ distances, so a domain is a distribution, not a handful of scenes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-DOMAINS = ("train", "heldout", "varied")  # the order is part of every episode's seed: append only
+DOMAINS = ("train", "heldout", "varied", "randomized")  # the order is part of every episode's seed: append only
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,7 @@ _FAMILIES = {
     "varied": {kind: ("wood", "tiles", "checker", "marble", "plaster", "fabric")
                for kind in ("floor", "wall", "counter", "cabinet")},
 }
+_FAMILIES["randomized"] = _FAMILIES["varied"]  # the training families (never the held-out style's), dimmed or not
 
 # camera placement families: (name, azimuth deg, elevation deg, relative distance, fovy deg)
 _CAMERAS = {
@@ -118,6 +129,22 @@ _CAMERAS = {
 # elevation, or elevation 64-72).
 _VARIED_CAMERAS = (("wide_left", (-34, -8)), ("wide_front", (-14, 14)), ("wide_right", (8, 34)))
 _VARIED_ELEVATION = (20, 60)
+# `randomized` camera families by elevation (degrees); azimuth within +-70 for all, distance
+# 0.8-1.35, fovy 40-64. Cut out, with a 4 degree margin around the held-out placements' ranges
+# (azimuth 42 +- 6 at elevation 14 +- 4; azimuth 0 +- 6 at elevation 68 +- 4):
+_RANDOMIZED_CAMERAS = (("rand_low", (6, 30)), ("rand_mid", (30, 56)), ("rand_high", (56, 84)))
+_RANDOMIZED_AZIMUTH = 70
+
+
+def _held_out_camera(az_deg: float, el_deg: float) -> bool:
+    """Whether a camera direction lies in (or within 4 degrees of) a held-out placement's range."""
+    return (32 <= abs(az_deg) <= 52 and el_deg <= 22) or (abs(az_deg) <= 10 and 60 <= el_deg <= 76)
+
+
+def _held_out_light(az_deg: float, el_deg: float) -> bool:
+    """Whether a key light direction lies in (or near) the held-out style's: from the side
+    (azimuth 70-110 degrees either way) and low (20-38 degrees); cut out with an 8 / 6 degree margin."""
+    return 62 <= abs(az_deg) <= 118 and el_deg <= 44
 
 
 def _kelvin_rgb(k: float) -> tuple[float, float, float]:
@@ -129,6 +156,8 @@ def _kelvin_rgb(k: float) -> tuple[float, float, float]:
 def camera_names(domain: str) -> tuple[str, ...]:
     if domain == "varied":
         return tuple(c[0] for c in _VARIED_CAMERAS)
+    if domain == "randomized":
+        return tuple(c[0] for c in _RANDOMIZED_CAMERAS)
     return tuple(c[0] for c in _CAMERAS[domain])
 
 
@@ -142,6 +171,8 @@ def sample_style(rng: np.random.Generator, domain: str = "train", camera: str | 
     pick = lambda kind: _surface(rng, fam[kind][rng.integers(len(fam[kind]))], domain, kind)  # noqa: E731
     if domain == "varied":
         return _sample_varied(rng, pick, camera)
+    if domain == "randomized":
+        return _sample_randomized(rng, pick, camera)
     if domain == "train":
         az = math.radians(rng.uniform(-60, 60))
         el = math.radians(rng.uniform(45, 80))
@@ -179,3 +210,39 @@ def _sample_varied(rng: np.random.Generator, pick, camera: str | None) -> Style:
         (float(rng.uniform(-0.08, 0.08)), float(rng.uniform(-0.05, 0.05)), float(rng.uniform(-0.05, 0.07))),
         shake=float(rng.uniform(0.0005, 0.003)))
     return Style("varied", pick("floor"), pick("wall"), pick("counter"), pick("cabinet"), lighting, placement)
+
+
+def _dimmed(surface: Surface, factor: float) -> Surface:
+    return replace(surface, colors=tuple(tuple(int(v * factor) for v in c) for c in surface.colors))
+
+
+def _sample_randomized(rng: np.random.Generator, pick, camera: str | None) -> Style:
+    def dimmed_or_not(kind: str) -> Surface:
+        surface = pick(kind)
+        return _dimmed(surface, float(rng.uniform(0.4, 1.0))) if rng.random() < 0.5 else surface
+
+    floor, wall, counter, cabinet = (dimmed_or_not(kind) for kind in ("floor", "wall", "counter", "cabinet"))
+    while True:
+        az, el = float(rng.uniform(-120, 120)), float(rng.uniform(10, 85))
+        if not _held_out_light(az, el):
+            break
+    if rng.random() < 0.5:
+        rgb = np.array(_kelvin_rgb(rng.uniform(2700, 6500)))
+    else:  # a tint: every channel 0.55-1, the strongest 1
+        rgb = rng.uniform(0.55, 1.0, 3)
+        rgb = rgb / rgb.max()
+    lighting = Lighting(math.radians(az), math.radians(el), tuple(float(v) for v in rgb * rng.uniform(0.4, 1.0)),
+                        fill=float(rng.uniform(0.05, 0.4)), ambient=float(rng.uniform(0.08, 0.3)),
+                        drift=float(rng.uniform(0.0, 0.15)))
+    names = camera_names("randomized")
+    drawn = int(rng.integers(len(names)))
+    name, (el_lo, el_hi) = _RANDOMIZED_CAMERAS[names.index(camera) if camera else drawn]
+    while True:
+        cam_az, cam_el = float(rng.uniform(-_RANDOMIZED_AZIMUTH, _RANDOMIZED_AZIMUTH)), float(rng.uniform(el_lo, el_hi))
+        if not _held_out_camera(cam_az, cam_el):
+            break
+    placement = CameraPlacement(
+        name, math.radians(cam_az), math.radians(cam_el), float(rng.uniform(0.8, 1.35)), float(rng.uniform(40, 64)),
+        (float(rng.uniform(-0.08, 0.08)), float(rng.uniform(-0.05, 0.05)), float(rng.uniform(-0.05, 0.07))),
+        shake=float(rng.uniform(0.0005, 0.003)))
+    return Style("randomized", floor, wall, counter, cabinet, lighting, placement)
