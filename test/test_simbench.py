@@ -13,7 +13,7 @@ from cde_ros.training.simbench import (FEW_SHOT_STARTS, SUITE, TARGET_SIZE_BINS,
                                        record_suite)
 
 SIZES = {"train": 12, "val": 3, "comp": 4, "syst": 4, "style": 3, "style_comp": 4, "style_syst": 4, "style_train": 14,
-         "twin": 4}
+         "twin": 4, "style_many": 10}
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +119,32 @@ def test_few_shot_trains_both_starts_and_writes_table_and_plot(suite, tiny_model
         tmp_path / "fewshot.md").read_text()
 
 
+def test_few_shot_reference_trains_on_every_episode_of_style_many_and_is_marked(suite, tiny_model, tmp_path):
+    """The far end of the curve: finetune+replay on all of style_many with 5x the steps, tested on
+    the whole few-shot pool (none of it trained on); a row of its own in the table and the plot."""
+    from cde_ros.training.config import load_config
+
+    data, _ = suite
+    (tmp_path / "tiny.yaml").write_text(TINY_YAML)
+    rows = few_shot(data, tiny_model, tmp_path, load_config(tmp_path / "tiny.yaml"), ks=(1,), seeds=(0,),
+                    starts=("finetune+replay",), steps=3, many=True, cache_dir=tmp_path / "cache", log=lambda m: None)
+    few, ref = rows
+    assert "many" not in few and ref["many"] == "style_many" and ref["start"] == "finetune+replay"
+    assert 0 < ref["shots"] <= SIZES["style_many"] and ref["steps"] == 15 and few["steps"] == 3
+    assert ref["pairs"] > ref["shots"]  # with the replay
+    assert ref["new_cell_val"]["n"] == SIZES["style_train"]  # the whole pool: none of it was trained on
+    assert 1 <= ref["k"] <= SIZES["style_many"]  # episodes per label
+    text = (tmp_path / "fewshot.md").read_text()
+    assert f"| {ref['k']} (every episode of style_many) | finetune+replay | 1 |" in text
+    assert "is a reference, not a few-shot run" in text and "| 1 | finetune+replay | 1 |" in text
+    assert (tmp_path / "fewshot.png").stat().st_size > 5000
+
+
+def test_few_shot_reference_names_the_missing_split_before_working(tmp_path, tiny_model):
+    with pytest.raises(FileNotFoundError, match="record-sim .* --suite --splits style_many"):
+        few_shot(tmp_path, tiny_model, tmp_path / "out", many=True, log=lambda m: None)
+
+
 def test_few_shot_cli_runs_every_start_by_default_and_refuses_an_unknown_one(tmp_path):
     """By default the whole benchmark (every start passes the check and the run goes on to the
     data, missing here); an unknown start is one sentence, before anything is read."""
@@ -130,6 +156,9 @@ def test_few_shot_cli_runs_every_start_by_default_and_refuses_an_unknown_one(tmp
     proc = run_cli("benchmark", "--few-shot", str(tmp_path), "--out", str(tmp_path / "out"), check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "style_train holds no recorded parts" in proc.stderr
+    proc = run_cli("benchmark", "--few-shot", str(tmp_path), "--many", "--out", str(tmp_path / "out"), check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert f"record it with cde-ros record-sim {tmp_path} --suite --splits style_many" in proc.stderr
 
 
 def test_draw_episodes_takes_k_per_label_and_the_floor_threshold_balances():

@@ -11,6 +11,7 @@ parts of at most `PART_EPISODES` episodes (recorded in parallel processes, resum
     style        training combinations in the held-out scene style  (test: a new robot cell)
     style_comp, style_syst   held-out combinations / classes in the held-out style (test)
     style_train  training combinations in the held-out style        (few-shot pool: a user's recordings)
+    style_many   the same, 2400 other episodes                      (few-shot reference: plenty of labels)
     twin         training combinations, training style, a second fixture of the same class beside
                  the manipulated one, untouched (test: the right action on the wrong object)
 
@@ -62,6 +63,7 @@ SUITE: dict[str, SplitSpec] = {
     "style_train": SplitSpec("train", "heldout", 450, 7),
     "train_varied": SplitSpec("train", "varied", 2400, 8, camera_per_part=True),
     "twin": SplitSpec("val", "train", 240, 9, twin=True),
+    "style_many": SplitSpec("train", "heldout", 2400, 77),
 }
 TEST_SPLITS = ("comp", "syst", "style", "style_comp", "style_syst", "twin")
 SUITE_RATE_HZ = 5.0  # the suite's camera rate: half the recorder's default, half the rendering
@@ -409,6 +411,12 @@ FEW_SHOT_STARTS = ("scratch", "init", "init+replay", "init+replay+env", "init+re
                    "finetune+replay", "finetune+replay+reverse")
 REPLAY_PER_LABEL = 30
 FEW_SHOT_TARGETS = (0.90, 0.85)  # issue 19: from --init with 30 per action, held-out combinations / classes
+# the reference run at the far end of the curve (`few_shot(many=True)`): a recording of the new
+# cell with plenty of labels (the suite's `style_many`, 2400 episodes), fine-tuned for
+# MANY_STEP_FACTOR x the steps of a few-shot run, one seed; how far the new cell's own labels take
+# this model
+MANY_SPLIT = "style_many"
+MANY_STEP_FACTOR = 5
 ENV_WEIGHT = 1.0
 # `none` recall on the new cell's check pairs that its operating point is set to (as
 # `cde-ros calibrate` does by default), for the calibrated columns of the trained starts
@@ -433,21 +441,18 @@ def _draw(pool: PairSet, k: int, seed: int) -> np.ndarray:
 def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, ...] = FEW_SHOT_KS,
              seeds: tuple[int, ...] = FEW_SHOT_SEEDS, cache_dir: Path | None = None,
              log: Callable[[str], None] = print, starts: tuple[str, ...] = FEW_SHOT_STARTS,
-             steps: int = 0) -> list[dict]:
+             steps: int = 0, many: bool = False) -> list[dict]:
     """The data-efficiency benchmark: on the held-out scene style, train with k labelled episodes
     per action (seeds draw them) from scratch and from `init_dir` (as `cde-ros train --init`
-    does), test on the held-out combinations and object classes of that style. Writes
-    `fewshot.md`, `fewshot.json` and `fewshot.png` into `out`."""
-    from dataclasses import replace
-
+    does), test on the held-out combinations and object classes of that style. With `many`, one
+    more run at the far end of the curve: the `finetune+replay` start on every episode of the
+    suite's `style_many` split (about 270 per action). Writes `fewshot.md`, `fewshot.json` and
+    `fewshot.png` into `out`."""
     from ..core.actions import ACTIONS
     from ..core.preprocess import Preprocessing
     from ..data.pairing import PairingConfig
-    from ..model import decision
-    from ..model.network import init_from, read_meta
+    from ..model.network import read_meta
     from .config import load_config
-    from .evaluation import evaluate_pairs
-    from .trainer import train
 
     cfg = config or load_config(None)
     steps = steps or FEW_SHOT_STEPS
@@ -457,10 +462,13 @@ def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, 
     unknown = sorted(set(starts) - set(FEW_SHOT_STARTS))
     if unknown:
         raise ValueError(f"unknown few-shot starts {unknown}; choose from {', '.join(FEW_SHOT_STARTS)}")
+    if many and not (data / MANY_SPLIT).is_dir():
+        raise FileNotFoundError(f"the reference run needs the suite's {MANY_SPLIT} split: record it with "
+                                f"cde-ros record-sim {data} --suite --splits {MANY_SPLIT}")
     pool = read_split(data, "style_train", pre, pairing, cache_dir, log)
     pool.envs = ["new cell"] * len(pool)
     source = None
-    if any("replay" in s for s in starts):
+    if many or any("replay" in s for s in starts):
         source = read_split(data, "train", pre, pairing, cache_dir, log)
         source.envs = ["shipped model's cells"] * len(source)
         # the replay keeps to the new cell's label set, so every start learns the same labels
@@ -471,6 +479,7 @@ def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, 
     prototype_start = _PrototypeStart(init_dir, tests)
     alone = prototype_start.alone()
     out.mkdir(parents=True, exist_ok=True)
+    run = _FewShotRun(cfg, pre, init_dir, labels, source, tests, log)
     rows: list[dict] = []
     for k in ks:
         for seed in seeds:
@@ -482,46 +491,75 @@ def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, 
             for start in starts:
                 if start == "init+prototypes":
                     rows.append(prototype_start.run(shots, check, k, seed, log))
-                    _write_few_shot(rows, out, meta["model_id"], init_dir, alone)
-                    continue
-                data_pairs = shots
-                if "replay" in start:
-                    data_pairs = PairSet.concat([shots, draw_episodes(source, REPLAY_PER_LABEL, seed)])
-                epochs = _epochs_for(len(data_pairs), cfg.training.batch_size, steps)
-                # few labelled pairs: no validation pairs to spare, so no none operating point (bias 0)
-                tc = replace(cfg.training, epochs=epochs, seed=seed, none_recall_target=0.0)
-                if start == "scratch" or start.startswith("finetune"):  # the config's freezing is for the other init starts
-                    tc = replace(tc, freeze_backbone=0)
-                if start.endswith("+env"):
-                    tc = replace(tc, loss=replace(tc.loss, alpha_env=ENV_WEIGHT))
-                if start.endswith("+reverse"):
-                    tc = replace(tc, reverse_pairs=True)
-                init = init_from(init_dir, labels)[0] if start != "scratch" else None
-                res = train(data_pairs, None, labels, cfg.model, pre, tc, None, progress=False, log=lambda m: None,
-                            init=init)
-                row = {"k": k, "seed": seed, "start": start, "pairs": len(data_pairs), "shots": len(shots),
-                       "epochs": epochs, "steps": steps, "freeze_backbone": tc.freeze_backbone,
-                       "train_seconds": round(res.seconds, 1)}
-                for name, pairs in {"new_cell_val": check, **tests}.items():
-                    m = evaluate_pairs(res.model, pairs)
-                    row[name] = {key: m[key] for key in ("accuracy", "false_success_rate", "false_failure_rate",
-                                                         "per_class", "n")}
-                # the operating point a user sets with `cde-ros calibrate` on the new cell's check
-                # recordings (here: its episodes not drawn as shots), and the test splits at it
-                try:
-                    d = decision.calibrate(res.model, check, CHECK_NONE_RECALL, source="the new cell's check pairs")
-                    row["check_none_logit_bias"] = d["none_logit_bias"]
-                    for name, pairs in tests.items():
-                        m = evaluate_pairs(res.model, pairs)
-                        row[f"{name}_calibrated"] = {key: m[key] for key in ("accuracy", "false_success_rate",
-                                                                             "false_failure_rate", "n")}
-                except ValueError as exc:  # too few `none` pairs left to calibrate on
-                    row["check_not_calibrated"] = str(exc)
-                log(f"k={k} seed {seed} {start}: " + ", ".join(f"{n} {row[n]['accuracy']:.3f}" for n in tests) +
-                    f" ({res.seconds:.0f} s)")
-                rows.append(row)
+                else:
+                    rows.append(run(start, shots, check, k, seed, steps))
                 _write_few_shot(rows, out, meta["model_id"], init_dir, alone)
+    if many:
+        # the far end of the curve: every labelled episode of another recording of the new cell
+        # (about 270 per action), the finetune+replay start with MANY_STEP_FACTOR x the steps; the
+        # whole pool is its new-cell val (none of it was trained on)
+        big = read_split(data, MANY_SPLIT, pre, pairing, cache_dir, log)
+        big = big.subset(np.flatnonzero(np.isin(big.actions, labels)))  # the labels every start learns
+        big.envs = ["new cell"] * len(big)
+        k = max(1, int(round(len(big) / len(labels))))
+        rows.append({**run("finetune+replay", big, pool, k, 0, MANY_STEP_FACTOR * steps), "many": MANY_SPLIT})
+        _write_few_shot(rows, out, meta["model_id"], init_dir, alone)
     return rows
+
+
+class _FewShotRun:
+    """One trained run of the benchmark: a start on its shots (plus the replay), evaluated on the
+    new cell's check pairs and the test splits, plain and at the check pairs' `none` point."""
+
+    def __init__(self, cfg, pre, init_dir: Path, labels: list[str], source: PairSet | None,
+                 tests: dict[str, PairSet], log: Callable[[str], None]) -> None:
+        self.cfg, self.pre, self.init_dir, self.labels = cfg, pre, init_dir, labels
+        self.source, self.tests, self.log = source, tests, log
+
+    def __call__(self, start: str, shots: PairSet, check: PairSet, k: int, seed: int, steps: int) -> dict:
+        from dataclasses import replace
+
+        from ..model import decision
+        from ..model.network import init_from
+        from .evaluation import evaluate_pairs
+        from .trainer import train
+
+        data_pairs = shots
+        if "replay" in start:
+            data_pairs = PairSet.concat([shots, draw_episodes(self.source, REPLAY_PER_LABEL, seed)])
+        epochs = _epochs_for(len(data_pairs), self.cfg.training.batch_size, steps)
+        # few labelled pairs: no validation pairs to spare, so no none operating point (bias 0)
+        tc = replace(self.cfg.training, epochs=epochs, seed=seed, none_recall_target=0.0)
+        if start == "scratch" or start.startswith("finetune"):  # the config's freezing is for the other init starts
+            tc = replace(tc, freeze_backbone=0)
+        if start.endswith("+env"):
+            tc = replace(tc, loss=replace(tc.loss, alpha_env=ENV_WEIGHT))
+        if start.endswith("+reverse"):
+            tc = replace(tc, reverse_pairs=True)
+        init = init_from(self.init_dir, self.labels)[0] if start != "scratch" else None
+        res = train(data_pairs, None, self.labels, self.cfg.model, self.pre, tc, None, progress=False,
+                    log=lambda m: None, init=init)
+        row = {"k": k, "seed": seed, "start": start, "pairs": len(data_pairs), "shots": len(shots),
+               "epochs": epochs, "steps": steps, "freeze_backbone": tc.freeze_backbone,
+               "train_seconds": round(res.seconds, 1)}
+        for name, pairs in {"new_cell_val": check, **self.tests}.items():
+            m = evaluate_pairs(res.model, pairs)
+            row[name] = {key: m[key] for key in ("accuracy", "false_success_rate", "false_failure_rate",
+                                                 "per_class", "n")}
+        # the operating point a user sets with `cde-ros calibrate` on the new cell's check
+        # recordings (here: its episodes not drawn as shots), and the test splits at it
+        try:
+            d = decision.calibrate(res.model, check, CHECK_NONE_RECALL, source="the new cell's check pairs")
+            row["check_none_logit_bias"] = d["none_logit_bias"]
+            for name, pairs in self.tests.items():
+                m = evaluate_pairs(res.model, pairs)
+                row[f"{name}_calibrated"] = {key: m[key] for key in ("accuracy", "false_success_rate",
+                                                                     "false_failure_rate", "n")}
+        except ValueError as exc:  # too few `none` pairs left to calibrate on
+            row["check_not_calibrated"] = str(exc)
+        self.log(f"k={k} seed {seed} {start}: " + ", ".join(f"{n} {row[n]['accuracy']:.3f}" for n in self.tests) +
+                 f" ({res.seconds:.0f} s)")
+        return row
 
 
 class _PrototypeStart:
@@ -576,6 +614,7 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path, a
         v = v[~np.isnan(v)]
         return f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}" if len(v) else "n/a"
 
+    many = [r for r in rows if r.get("many")]
     frozen = {r.get("freeze_backbone", 0) for r in rows if r["start"] in ("init", "init+replay", "init+replay+env")}
     how = ("backbone frozen, its tokens computed once (`training.freeze_backbone: all`)" if frozen == {"all"}
            else "backbone learning rate x0.1")
@@ -595,7 +634,12 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path, a
              "also played backwards as the opposite action). k = 0: the init model alone, at its own operating point, "
              "with no episode of the new cell. Mean ± std over seeds. `new-cell val`: the style's "
              "recorded episodes not drawn as shots (the user's check recordings), the only column a choice is read "
-             "from (n/a: rows recorded before it was measured).", "",
+             "from (n/a: rows recorded before it was measured)." + (
+                 f" The row marked `every episode of {MANY_SPLIT}` is a reference, not a few-shot run: another "
+                 f"recording of the new cell's training combinations, every one of its {many[0]['shots']} episodes "
+                 f"labelled (about {many[0]['k']} per action), the same start with {many[0]['steps']} optimizer "
+                 "steps, one seed; its new-cell val is the whole pool the shots are drawn from. It shows how far "
+                 "the new cell's own labels take this model." if many else ""), "",
              "| k | start | seeds | new-cell val | held-out combinations | false success | false failure | "
              "held-out classes | false success | false failure | train s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -603,16 +647,12 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path, a
         lines.append("| 0 | the init model alone | – | – | " + " | ".join(
             f"{alone[split][key]:.3f}" for split in ("style_comp", "style_syst")
             for key in ("accuracy", "false_success_rate", "false_failure_rate")) + " | 0 |")
-    for k in sorted({r["k"] for r in rows}):
-        for start in FEW_SHOT_STARTS:
-            rs = [r for r in rows if r["k"] == k and r["start"] == start]
-            if not rs:
-                continue
-            lines.append(f"| {k} | {start} | {len(rs)} | {col(rs, 'new_cell_val', 'accuracy')} | "
-                         f"{col(rs, 'style_comp', 'accuracy')} | "
-                         f"{col(rs, 'style_comp', 'false_success_rate')} | {col(rs, 'style_comp', 'false_failure_rate')} | "
-                         f"{col(rs, 'style_syst', 'accuracy')} | {col(rs, 'style_syst', 'false_success_rate')} | "
-                         f"{col(rs, 'style_syst', 'false_failure_rate')} | {np.mean([r['train_seconds'] for r in rs]):.0f} |")
+    for rs in _row_groups(rows):
+        lines.append(f"| {_k_cell(rs)} | {rs[0]['start']} | {len(rs)} | {col(rs, 'new_cell_val', 'accuracy')} | "
+                     f"{col(rs, 'style_comp', 'accuracy')} | "
+                     f"{col(rs, 'style_comp', 'false_success_rate')} | {col(rs, 'style_comp', 'false_failure_rate')} | "
+                     f"{col(rs, 'style_syst', 'accuracy')} | {col(rs, 'style_syst', 'false_success_rate')} | "
+                     f"{col(rs, 'style_syst', 'false_failure_rate')} | {np.mean([r['train_seconds'] for r in rs]):.0f} |")
     cal = [r for r in rows if "style_comp_calibrated" in r]
     if cal:
         lines += ["", f"The trained starts with the `none` operating point set on the new cell's check pairs (none "
@@ -620,14 +660,11 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path, a
                   "launching; rows without enough check `none` pairs are left out:", "",
                   "| k | start | seeds | none bias | held-out combinations | false success | false failure | "
                   "held-out classes | false success | false failure |", "|---|---|---|---|---|---|---|---|---|---|"]
-        for k in sorted({r["k"] for r in cal}):
-            for start in FEW_SHOT_STARTS:
-                rs = [r for r in cal if r["k"] == k and r["start"] == start]
-                if rs:
-                    bias = np.mean([r["check_none_logit_bias"] for r in rs])
-                    cells = [col(rs, f"{split}_calibrated", key) for split in ("style_comp", "style_syst")
-                             for key in ("accuracy", "false_success_rate", "false_failure_rate")]
-                    lines.append(f"| {k} | {start} | {len(rs)} | {bias:.2f} | " + " | ".join(cells) + " |")
+        for rs in _row_groups(cal):
+            bias = np.mean([r["check_none_logit_bias"] for r in rs])
+            cells = [col(rs, f"{split}_calibrated", key) for split in ("style_comp", "style_syst")
+                     for key in ("accuracy", "false_success_rate", "false_failure_rate")]
+            lines.append(f"| {_k_cell(rs)} | {rs[0]['start']} | {len(rs)} | {bias:.2f} | " + " | ".join(cells) + " |")
     (out / "fewshot.md").write_text("\n".join(lines) + "\n")
     from .evaluation import _pyplot
 
@@ -641,16 +678,32 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path, a
                        label="the init model alone (no episode)")
         for start, color in zip(FEW_SHOT_STARTS, ("tab:gray", "tab:blue", "tab:green", "tab:orange", "tab:olive",
                                                   "tab:purple", "tab:red", "tab:brown")):
-            ks = sorted({r["k"] for r in rows if r["start"] == start})
+            ks = sorted({r["k"] for r in rows if r["start"] == start and not r.get("many")})
             if not ks:
                 continue
-            acc = [[r[split]["accuracy"] for r in rows if r["k"] == k and r["start"] == start] for k in ks]
+            acc = [[r[split]["accuracy"] for r in rows if r["k"] == k and r["start"] == start and not r.get("many")]
+                   for k in ks]
             name = (start.replace("finetune", "init (whole network)").replace("init", "from the init model")
                     .replace("scratch", "from scratch"))
             ax.errorbar(ks, [np.mean(a) for a in acc], yerr=[np.std(a) for a in acc], marker="o", color=color,
                         label=name, capsize=3)
+        for r in many:
+            ax.plot([r["k"]], [r[split]["accuracy"]], marker="*", markersize=12, color="tab:red", ls="none",
+                    label=f"{r['start']}, every episode of {r['many']} ({r['steps']} steps)")
         _k_axis(ax, sorted({r["k"] for r in rows}), f"held-out style, {title}", "labelled episodes per action")
     _legend_below_and_save(fig, axes, out / "fewshot.png", ncol=4, fontsize=7, bottom=0.12)
+
+
+def _row_groups(rows: list[dict]) -> list[list[dict]]:
+    """The rows of one table line each (the seeds of one k and start; the reference run apart), by
+    k, then in the order of FEW_SHOT_STARTS."""
+    keys = sorted({(r["k"], FEW_SHOT_STARTS.index(r["start"]), r.get("many", "")) for r in rows})
+    return [[r for r in rows if (r["k"], FEW_SHOT_STARTS.index(r["start"]), r.get("many", "")) == key] for key in keys]
+
+
+def _k_cell(rows: list[dict]) -> str:
+    """The k column of a table row: k, and for the reference run where its episodes came from."""
+    return f"{rows[0]['k']} (every episode of {rows[0]['many']})" if rows[0].get("many") else str(rows[0]["k"])
 
 
 def _k_axis(ax, ks: list[int], title: str, xlabel: str) -> None:
