@@ -137,6 +137,10 @@ def test_few_shot_reference_trains_on_every_episode_of_style_many_and_is_marked(
     text = (tmp_path / "fewshot.md").read_text()
     assert f"| {ref['k']} (every episode of style_many) | finetune+replay | 1 |" in text
     assert "is a reference, not a few-shot run" in text and "| 1 | finetune+replay | 1 |" in text
+    # one seed per row here: a mean with no spread, not "± 0.000"
+    acc = ref["style_comp"]["accuracy"]
+    assert f"| finetune+replay | 1 | {ref['new_cell_val']['accuracy']:.3f} | {acc:.3f} |" in text
+    assert "±" not in text.split("| k | start |")[1]
     assert (tmp_path / "fewshot.png").stat().st_size > 5000
 
 

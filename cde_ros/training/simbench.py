@@ -612,7 +612,10 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path, a
     def col(rs, split, key):
         v = np.array([r[split][key] if split in r else np.nan for r in rs], float)
         v = v[~np.isnan(v)]
-        return f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}" if len(v) else "n/a"
+        if not len(v):
+            return "n/a"
+        # one seed has no spread to show
+        return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
 
     many = [r for r in rows if r.get("many")]
     frozen = {r.get("freeze_backbone", 0) for r in rows if r["start"] in ("init", "init+replay", "init+replay+env")}
@@ -669,7 +672,7 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path, a
     from .evaluation import _pyplot
 
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 5), sharey=True)
     panels = zip(axes, ("style_comp", "style_syst"), ("held-out combinations", "held-out classes"), FEW_SHOT_TARGETS)
     for ax, split, title, target in panels:
         ax.axhline(target, color="black", ls="--", lw=1, label="target at k = 30")
@@ -691,7 +694,7 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path, a
             ax.plot([r["k"]], [r[split]["accuracy"]], marker="*", markersize=12, color="tab:red", ls="none",
                     label=f"{r['start']}, every episode of {r['many']} ({r['steps']} steps)")
         _k_axis(ax, sorted({r["k"] for r in rows}), f"held-out style, {title}", "labelled episodes per action")
-    _legend_below_and_save(fig, axes, out / "fewshot.png", ncol=4, fontsize=7, bottom=0.12)
+    _legend_below_and_save(fig, axes, out / "fewshot.png", ncol=3, fontsize=7, bottom=0.19)
 
 
 def _row_groups(rows: list[dict]) -> list[list[dict]]:
