@@ -12,10 +12,12 @@ Two style domains are drawn from disjoint families:
   drawn for training pairs: it stands in for a new robot cell.
 - `varied`: more training diversity that stays clear of `heldout` (materials, light, cameras
   within 34 degrees of the front).
-- `randomized`: domain randomisation (Tobin et al. 2017) for the shipped model's breadth: the
-  training material families in any colour, dimmed or not; a key light from any direction above
-  the counter (up to 120 degrees from the front) in any colour temperature or tint, at 0.4-1 of
-  the strength, with weaker fill and ambient light; cameras anywhere within 70 degrees of the front from 6 to 84 degrees of elevation.
+- `randomized`: domain randomisation (Tobin et al. 2017) to widen what training sees (measured,
+  not used by the shipped model: README "Your robot, your actions"): the training material
+  families in any colour, dimmed or not; a key light from any direction above the counter (up
+  to 120 degrees from the front) in any colour temperature or tint, at 0.4-1 of the strength,
+  with weaker fill and ambient light; cameras anywhere within 70 degrees of the front from 6 to
+  84 degrees of elevation.
   The held-out style's own regions are cut out with a margin: its camera placements (low and far
   to the side, nearly top-down) and its light directions (low from the side) are never drawn,
   nor are its material families. So a cell of the held-out style still differs from every
