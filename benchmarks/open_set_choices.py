@@ -31,7 +31,7 @@ from cde_ros.training.simbench import read_split
 def main(data: Path, model_dir: Path) -> None:
     model, meta = CausalDeltaModel.load(model_dir)
     held = list(meta["skipped_actions"])
-    pc = PairingConfig(**meta["pairing"])
+    pc = PairingConfig.of_model(meta)
     cache = Path.home() / ".cache" / "cde_ros" / "pairs"
     val = read_split(data, "val", model.preprocessing, pc, cache)
     logits, d = predict_pairs(model, val)

@@ -65,7 +65,7 @@ def evaluate(out: Path, model_dirs: list[Path]) -> list[dict]:
     for model_dir in model_dirs:
         model, meta = CausalDeltaModel.load(model_dir)
         for name in FACTORS:
-            pairs = read_split(out, name, model.preprocessing, PairingConfig())
+            pairs = read_split(out, name, model.preprocessing, PairingConfig.of_model(meta))
             m = evaluate_pairs(model, pairs)
             rows.append({"model": str(model_dir), "model_id": meta["model_id"], "factor": name,
                          **{k: m[k] for k in ("n", "accuracy", "false_success_rate", "false_failure_rate",

@@ -230,7 +230,7 @@ def _pairs_for_model(args: argparse.Namespace, meta: dict, pre, progress: bool):
     from .data.bags import LabelTable, default_cache_dir, read_pairs
     from .data.pairing import PairingConfig
 
-    pairing = PairingConfig(**meta["pairing"]) if "pairing" in meta else PairingConfig()
+    pairing = PairingConfig.of_model(meta)
     labels_table = LabelTable.read(args.labels) if args.labels else None
     cache = None if args.no_cache else (args.cache_dir or default_cache_dir())
     pairs, reports = read_pairs(args.bags, pre, pairing, args.image_topic, args.event_topic, labels_table, cache,

@@ -283,3 +283,14 @@ def test_frame_gaps_count_missing_frames_with_and_without_the_camera_rate():
     assert known.take() == (270, 30) and known.take() == (0, 0)
     known.observe(0)  # a replay restarting: stamps going back are not a gap
     assert known.missing == 30
+
+
+def test_a_models_pairing_comes_from_its_model_json_and_is_checked_like_any_other():
+    """`PairingConfig.of_model`: what evaluation and the benchmarks pair a model's bags with."""
+    assert PairingConfig.of_model({"model_id": "x"}) == PairingConfig()  # written before pairing was recorded
+    meta = {"pairing": {"pre_offset_s": 0.25, "post_settle_s": 0.5}}
+    assert PairingConfig.of_model(meta) == PairingConfig(pre_offset_s=0.25, post_settle_s=0.5)
+    with pytest.raises(ValueError, match="post_settle_s must be >= 0"):
+        PairingConfig.of_model({"pairing": {"post_settle_s": -1.0}})
+    with pytest.raises(TypeError):
+        PairingConfig.of_model({"pairing": {"no_such_setting": 1}})

@@ -58,6 +58,13 @@ class PairingConfig:
         if self.max_event_duration_s <= 0 or self.max_open_events < 1:
             raise ValueError("max_event_duration_s must be > 0 and max_open_events >= 1")
 
+    @classmethod
+    def of_model(cls, meta: dict) -> "PairingConfig":
+        """The pairing a model was trained with (its model.json's `pairing`; the defaults for a
+        model written before it was recorded): what every reader of pairs for that model uses, so
+        that evaluation, benchmarks and training cannot drift apart."""
+        return cls(**meta["pairing"]) if "pairing" in meta else cls()
+
 
 @dataclass
 class Outcome:

@@ -288,7 +288,7 @@ def evaluate_model_on_suite(model_dir: Path, data: Path, out: Path, splits: tupl
         bags_of(data, split)  # every split is there before any work is done
     predictor = Predictor(model_dir, device=device)
     meta = predictor.meta
-    pairing = PairingConfig(**meta["pairing"]) if "pairing" in meta else PairingConfig()
+    pairing = PairingConfig.of_model(meta)
     pre = predictor.preprocessing
     train_pairs = read_split(data, "train", pre, pairing, cache_dir, log)
     threshold = choose_change_threshold(pixel_change(train_pairs), np.array([a == "none" for a in train_pairs.actions]))
@@ -458,7 +458,7 @@ def few_shot(data: Path, init_dir: Path, out: Path, config=None, ks: tuple[int, 
     steps = steps or FEW_SHOT_STEPS
     meta = read_meta(init_dir)
     pre = Preprocessing.from_json(meta["preprocessing"])
-    pairing = PairingConfig(**meta["pairing"]) if "pairing" in meta else PairingConfig()
+    pairing = PairingConfig.of_model(meta)
     unknown = sorted(set(starts) - set(FEW_SHOT_STARTS))
     if unknown:
         raise ValueError(f"unknown few-shot starts {unknown}; choose from {', '.join(FEW_SHOT_STARTS)}")
@@ -618,6 +618,7 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path, a
         return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
 
     many = [r for r in rows if r.get("many")]
+    curve = [r for r in rows if not r.get("many")]  # the few-shot runs, drawn as lines over k
     frozen = {r.get("freeze_backbone", 0) for r in rows if r["start"] in ("init", "init+replay", "init+replay+env")}
     how = ("backbone frozen, its tokens computed once (`training.freeze_backbone: all`)" if frozen == {"all"}
            else "backbone learning rate x0.1")
@@ -681,11 +682,10 @@ def _write_few_shot(rows: list[dict], out: Path, init_id: str, init_dir: Path, a
                        label="the init model alone (no episode)")
         for start, color in zip(FEW_SHOT_STARTS, ("tab:gray", "tab:blue", "tab:green", "tab:orange", "tab:olive",
                                                   "tab:purple", "tab:red", "tab:brown")):
-            ks = sorted({r["k"] for r in rows if r["start"] == start and not r.get("many")})
+            ks = sorted({r["k"] for r in curve if r["start"] == start})
             if not ks:
                 continue
-            acc = [[r[split]["accuracy"] for r in rows if r["k"] == k and r["start"] == start and not r.get("many")]
-                   for k in ks]
+            acc = [[r[split]["accuracy"] for r in curve if r["k"] == k and r["start"] == start] for k in ks]
             name = (start.replace("finetune", "init (whole network)").replace("init", "from the init model")
                     .replace("scratch", "from scratch"))
             ax.errorbar(ks, [np.mean(a) for a in acc], yerr=[np.std(a) for a in acc], marker="o", color=color,
@@ -801,7 +801,7 @@ def open_set(data: Path, model_dir: Path, out: Path, ks: tuple[int, ...] = ENROL
         raise ValueError(f"{model_dir} was trained on every action: train one with --skip-actions for this benchmark")
     if model.prototypes is None:
         raise ValueError(f"{model_dir} has no prototypes: cde-ros calibrate {model_dir} VALIDATION_BAGS --unknown")
-    pairing = PairingConfig(**meta["pairing"]) if "pairing" in meta else PairingConfig()
+    pairing = PairingConfig.of_model(meta)
     pre = model.preprocessing
     t0 = time.perf_counter()
     tests = {}
