@@ -256,7 +256,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                   "problems": sum((r.problems for r in reports), [])}
         print(json.dumps(result) if args.json else "no labelled pairs to evaluate")
         return 1
-    preds = predictor.classify_pairs(list(pairs.before), list(pairs.after))
+    # events that carry a roi are judged with it, as the node judges them (PairSet.rois: fractions)
+    preds = predictor.classify_pairs(list(pairs.before), list(pairs.after), rois=pairs.rois, camera_size=(1.0, 1.0))
     predicted = [p.action for p in preds]
     labels = predictor.answer_labels  # with prototypes: enrolled actions and unknown_change too
     unknown = sorted(set(pairs.actions) - set(labels))
@@ -319,6 +320,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from .core.dataset import PairSet
     from .model.network import CausalDeltaModel
 
+    if args.keep_operating_point and not args.unknown:
+        _fail("--keep-operating-point goes with --unknown (without it there is nothing else to calibrate)")
+    if args.sim_rois and not (args.unknown and args.bags):
+        _fail("--sim-rois goes with --unknown and record-sim recordings (the rois are their recorded boxes)")
     model, meta = CausalDeltaModel.load(args.model)
     if args.register_max_shift is not None:
         try:
@@ -341,15 +346,29 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                                                none_fraction=args.none_fraction) for s in args.scenes])
         source = (f"synthetic `val` split (training combinations), {args.pairs} pairs per scene type {args.scenes}, "
                   f"{args.none_fraction:.0%} none, seed {args.seed}")
+    rois = pairs.rois
+    if args.sim_rois:
+        from .training.simbench import truth_rois
+
+        try:
+            truth = truth_rois(args.bags, pairs.event_ids)
+        except ValueError as exc:
+            _fail(f"--sim-rois: {exc}")
+        rois = [r if r is not None else t for r, t in zip(rois, truth)]  # an event's own roi comes first
     old_id = meta["model_id"]
     _torch_threads(args.threads)
-    d = decision.calibrate(model, pairs, args.target, source=source)
-    _log(decision.describe(d))
+    if args.keep_operating_point:
+        d = model.decision
+        _log(f"none operating point kept: none logit bias {model.none_logit_bias:g}")
+    else:
+        d = decision.calibrate(model, pairs, args.target, source=source)
+        _log(decision.describe(d))
     if args.unknown:
         from .model.prototypes import calibrate_unknown
 
         try:
-            p = calibrate_unknown(model, pairs, args.unknown_keep, source=source, change=not args.no_change_threshold)
+            p = calibrate_unknown(model, pairs, args.unknown_keep, source=source, change=not args.no_change_threshold,
+                                  rois=rois, camera_size=(1.0, 1.0))  # PairSet.rois: fractions of the frame
         except ValueError as exc:
             _fail(f"--unknown: {exc}")
         v = p["validation"]
@@ -361,6 +380,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             _log(f"a pair read as none whose delta is longer than {p['change_threshold']:.3f} is a change "
                  f"({c['of_them_kept_none']:.1%} of the {c['none_pairs_read_as_none']} none pairs read as none stay "
                  f"within it)")
+        if p.get("roi_change_threshold") is not None:
+            c = p["roi_change_validation"]
+            _log(f"a pair read as none whose frames changed inside its event's roi by more than "
+                 f"{p['roi_change_threshold']:.2f} (0..255) is a change ({c['of_them_kept_none']:.1%} of the "
+                 f"{c['none_pairs_read_as_none']} none pairs with a roi read as none stay within it)")
+        elif not args.no_change_threshold:
+            _log("no event carries a roi: no roi change threshold (events with \"roi\", or --sim-rois for "
+                 "record-sim recordings)")
     out = Path(args.out) if args.out else Path(args.model)
     model_id = model.save(out, meta)
     print(json.dumps({"model_dir": str(out), "model_id": model_id, "previous_model_id": old_id, "decision": d}))
@@ -665,6 +692,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-change-threshold", action="store_true",
                     help="with --unknown: no change threshold (a pair the classifier reads as none stays none, "
                          "however large its delta)")
+    sp.add_argument("--keep-operating-point", action="store_true",
+                    help="with --unknown: keep the model's none operating point and make only the prototypes and "
+                         "thresholds (the operating point needs 20 none pairs; these pairs may hold fewer)")
+    sp.add_argument("--sim-rois", action="store_true",
+                    help="with --unknown, recordings of cde-ros record-sim: an event without a roi of its own gets "
+                         "the manipulated fixture's recorded box (what a planner that knows its target sends)")
     sp.add_argument("--out", help="write the calibrated model here instead")
     sp.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = all cores")
     topics(sp)

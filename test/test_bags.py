@@ -8,6 +8,7 @@ from conftest import TINY_YAML, run_cli
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from cde_ros.core.dataset import PairSet
 from cde_ros.core.preprocess import Preprocessing
 from cde_ros.data.bags import BagError, LabelTable, pair_bag, read_pairs
 from cde_ros.data.pairing import PairingConfig
@@ -182,6 +183,25 @@ def test_csv_sidecar_labels_unlabelled_events(tmp_path):
     csv.write_text("bag,event_id\nx,y\n")
     with pytest.raises(BagError, match="action"):
         LabelTable.read(csv)
+
+
+def test_pairs_keep_their_events_rois_as_fractions_of_the_frame_through_the_cache(tmp_path):
+    img = lambda v: np.full((20, 40, 3), v, np.uint8)  # noqa: E731  40 x 20 camera frames
+    frames = [(t * S // 10, img(t)) for t in range(1, 60)]
+    with_roi = json.loads(_ev("start", "a", 1 * S, "open"))
+    with_roi["roi"] = [10, 5, 20, 10]
+    _write_bag(tmp_path / "b", frames=frames, events=[
+        (1 * S, json.dumps(with_roi)), (2 * S, _ev("end", "a", 2 * S)),
+        (3 * S, _ev("start", "b", 3 * S, "close")), (4 * S, _ev("end", "b", 4 * S))])
+    for _ in range(2):  # paired, then from the cache
+        pairs, reports = read_pairs([tmp_path / "b"], Preprocessing(16), PairingConfig(), cache_dir=tmp_path / "c",
+                                    progress=False, log=lambda m: None)
+        assert pairs.rois == [(0.25, 0.25, 0.5, 0.5), None]
+    assert reports[0].cached
+    assert pairs.subset([1, 0]).rois == [None, (0.25, 0.25, 0.5, 0.5)]
+    assert PairSet.concat([pairs, pairs]).rois == pairs.rois * 2
+    with pytest.raises(ValueError, match="rois for"):
+        PairSet(pairs.before, pairs.after, pairs.actions, rois=[None])
 
 
 def test_cli_reports_unusable_input_clearly(tmp_path, tiny_model):

@@ -759,6 +759,23 @@ def test_change_region_maps_grid_patches_to_camera_pixels():
         change_region(np.array([0]), np.ones((1, 2)), 12, 640, 480)
 
 
+def _left_quarter_episode(h: Harness, eid: str, t0: float, action: str | None, roi) -> dict:
+    """Frames every 100 ms from t0 whose left quarter brightens 1.2 s in, an event from t0+1 s to
+    t0+1.5 s commanding `action` with `roi` on its start; returns the node's result."""
+    for i in range(30):
+        t = t0 + i * 0.1
+        rgb = np.full((24, 32, 3), 20, np.uint8)
+        if t - t0 > 1.2:
+            rgb[:, :8] = 230  # the change: the left quarter brightens
+        h.frame(int(t * S), rgb)
+        if i == 12:
+            h.pub_ev.publish(String(data=EventPhase("start", eid, int((t0 + 1.0) * S), action, roi).to_json()))
+            time.sleep(0.01)
+        if i == 16:
+            h.event("end", eid, int((t0 + 1.5) * S))
+    return h.result(eid)
+
+
 def test_an_event_roi_verifies_only_a_change_inside_it(harness_factory, tiny_model):
     """The same manipulation three times: without a roi (to learn what the model says), with the
     roi where the frames changed (verified as without), and with it elsewhere (verified false,
@@ -766,18 +783,7 @@ def test_an_event_roi_verifies_only_a_change_inside_it(harness_factory, tiny_mod
     h = harness_factory({"model_dir": str(tiny_model), "device": "cpu"})
 
     def episode(eid, t0, action, roi):
-        for i in range(30):
-            t = t0 + i * 0.1
-            rgb = np.full((24, 32, 3), 20, np.uint8)
-            if t - t0 > 1.2:
-                rgb[:, :8] = 230  # the change: the left quarter brightens
-            h.frame(int(t * S), rgb)
-            if i == 12:
-                h.pub_ev.publish(String(data=EventPhase("start", eid, int((t0 + 1.0) * S), action, roi).to_json()))
-                time.sleep(0.01)
-            if i == 16:
-                h.event("end", eid, int((t0 + 1.5) * S))
-        return h.result(eid)
+        return _left_quarter_episode(h, eid, t0, action, roi)
 
     said = episode("plain", 10.0, None, None)["action"]
     patches = episode("plain2", 20.0, said, None)["change"]["patches"]
@@ -787,6 +793,32 @@ def test_an_event_roi_verifies_only_a_change_inside_it(harness_factory, tiny_mod
     outside = episode("roi-out", 40.0, said, (16, 0, 16, 24))
     assert outside["action"] == said and outside["verified"] is False
     assert outside["detail"] == "change outside target region" and outside["change_in_roi"] < 0.5
+
+
+def test_a_change_inside_the_roi_the_classifier_reads_as_none_is_an_unknown_change(harness_factory, tiny_model,
+                                                                                   tmp_path):
+    """A model whose classifier reads these pairs as none (its largest none bias) and whose prototypes
+    have a roi change threshold: through the node, an event whose roi holds the change is answered
+    unknown_change (not verified), one whose roi lies elsewhere and one without a roi stay none."""
+    from cde_ros.model.network import CausalDeltaModel
+    from cde_ros.model.prototypes import Prototypes
+
+    model, meta = CausalDeltaModel.load(tiny_model)
+    model.decision = {"none_logit_bias": 3.0}  # the largest allowed
+    actions = [a for a in model.labels if a != "none"]
+    model.prototypes = Prototypes(actions, np.random.default_rng(0).normal(size=(len(actions), model.config.embed_dim)),
+                                  {}, threshold=-1.0, roi_change_threshold=50.0)
+    model.save(tmp_path / "m", meta)
+    h = harness_factory({"model_dir": str(tmp_path / "m"), "device": "cpu"})
+
+    def episode(eid, t0, roi):
+        return _left_quarter_episode(h, eid, t0, "open", roi)
+
+    inside = episode("in", 10.0, (0, 0, 8, 24))
+    assert inside["action"] == "unknown_change" and inside["verified"] is False
+    elsewhere = episode("out", 20.0, (16, 0, 16, 24))
+    assert elsewhere["action"] == "none" and elsewhere["verified"] is False
+    assert episode("no-roi", 30.0, None)["action"] == "none"
 
 
 def test_hostile_serialized_frames_cost_their_event_not_the_node(harness_factory, tiny_model):

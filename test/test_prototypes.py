@@ -10,8 +10,10 @@ import pytest
 from conftest import run_cli
 
 from cde_ros.model.network import CausalDeltaModel, ModelFileError
-from cde_ros.model.prototypes import (FILE, UNKNOWN, Prototypes, auroc, choose_change_threshold, choose_threshold,
-                                      enroll, from_pairs, leave_one_out, prototype)
+from cde_ros.model.prototypes import (FILE, UNKNOWN, Prototypes, auroc, choose_change_threshold,
+                                      choose_roi_change_threshold, choose_threshold, enroll, from_pairs, leave_one_out,
+                                      prototype, roi_changes_of)
+from cde_ros.model.where import roi_change
 
 
 def _axes(*names: str) -> Prototypes:
@@ -81,6 +83,77 @@ def test_a_pair_read_as_none_with_a_long_delta_is_a_change_an_enrolled_action_ma
     assert wipe.decide(picks, deltas)[0] == ["none", "wipe", UNKNOWN, "open"]
     with pytest.raises(ValueError, match="delta length"):
         Prototypes(["open"], np.eye(4)[:1], {}, change_threshold=-1.0)
+
+
+def test_roi_change_is_the_change_inside_the_roi_of_the_frames_the_model_sees():
+    before = np.full((128, 128, 3), 100, np.uint8)
+    after = before.copy()
+    after[64:96, 32:64] = 200  # a 32 x 32 px change: 64 blocks of 4 px, 1/16 of the frame
+    # camera 640 x 480: the change lies in x 160-320, y 240-360
+    assert roi_change(before, after, [160, 240, 160, 120], 640, 480) == pytest.approx(100.0)
+    assert roi_change(before, after, [0, 0, 640, 480], 640, 480) == pytest.approx(100.0)  # its largest blocks
+    assert roi_change(before, after, [400, 0, 200, 200], 640, 480) == 0.0  # elsewhere: nothing changed
+    half = roi_change(before, after, [0, 0, 640, 480], 640, 480, share=1 / 8)  # the 128 largest: half changed
+    assert half == pytest.approx(50.0)
+    assert roi_change(before, after, None, 640, 480) is None
+    assert roi_change(before, after, [700, 500, 10, 10], 640, 480) is None  # outside the frame
+    assert roi_change(before, after, [0.25, 0.5, 0.25, 0.25], 1, 1) == pytest.approx(100.0)  # as fractions
+    with pytest.raises(ValueError, match="one size"):
+        roi_change(before, after[:64], [0, 0, 10, 10], 640, 480)
+
+    class Pre:  # resizing is the model's; these frames are already its size
+        register_max_shift = 0.0
+
+        @staticmethod
+        def resize(im):
+            return im
+
+    assert roi_changes_of(Pre, [before], [after], [None], (640, 480)) is None
+    got = roi_changes_of(Pre, [before, before], [after, after], [[160, 240, 160, 120], None], (640, 480))
+    assert got[0] == pytest.approx(100.0) and got[1] is None
+
+
+def test_a_pair_read_as_none_that_changed_inside_its_roi_is_a_change(tmp_path):
+    deltas = np.array([[0.1, 0, 0, 0]] * 4 + [[0, 0, 1.0, 0]])
+    picks = ["none", "none", "none", "none", "open"]
+    p = Prototypes(["open", "close"], np.eye(4, dtype=np.float32)[:2], {}, threshold=0.5, change_threshold=1.0,
+                   roi_change_threshold=20.0)
+    rois = [5.0, 30.0, None, 30.0, 30.0]
+    # a short delta read as none: a change only where the roi changed more than the threshold
+    assert p.decide(picks, deltas, roi_changes=rois)[0] == ["none", UNKNOWN, "none", UNKNOWN, UNKNOWN]
+    assert p.decide(picks, deltas)[0] == ["none", "none", "none", "none", UNKNOWN]  # no rois: as before
+    off = Prototypes(["open", "close"], np.eye(4, dtype=np.float32)[:2], {}, threshold=0.5, change_threshold=1.0)
+    assert off.decide(picks, deltas, roi_changes=rois)[0] == ["none"] * 4 + [UNKNOWN]  # no roi threshold
+    wipe = Prototypes(["open", "close", "wipe"], np.eye(4, dtype=np.float32)[:3], {}, enrolled=["wipe"],
+                      threshold=0.5, roi_change_threshold=20.0)
+    # an enrolled action may take a pair the roi says changed
+    assert wipe.decide(["none"], [[0, 0, 0.1, 0]], roi_changes=[30.0])[0] == ["wipe"]
+    assert p.digest() != off.digest()
+    p.save(tmp_path / FILE)
+    again = Prototypes.load(tmp_path / FILE, p.meta())
+    assert again.roi_change_threshold == 20.0 and again.digest() == p.digest()
+    with pytest.raises(ValueError, match="pixel change"):
+        Prototypes(["open"], np.eye(4)[:1], {}, roi_change_threshold=300.0)
+
+
+def test_the_roi_change_threshold_keeps_the_none_pairs_share():
+    scores = [float(v) for v in range(1, 21)] + [50.0, 5.0, None]
+    truth = ["none"] * 20 + ["wipe", "wipe", "none"]
+    picks = ["none"] * 23
+    c = choose_roi_change_threshold(picks, scores, truth, keep=0.9)
+    assert c["roi_change_threshold"] == 18.0  # 18 of the 20 with a roi stay within it
+    v = c["roi_change_validation"]
+    assert v["pairs_with_roi"] == 22 and v["none_pairs_read_as_none"] == 20 and v["of_them_kept_none"] == 0.9
+    assert v["actions_read_as_none"] == 2 and v["of_them_above"] == 0.5
+    assert choose_roi_change_threshold(picks, [None] * 23, truth) is None  # no event had a roi
+    with pytest.raises(ValueError, match="with a roi is read as none"):
+        choose_roi_change_threshold(["open"] * 23, scores, truth)
+    # the unknown_change threshold after it keeps the share of the accuracy without the gates
+    deltas = np.tile([[1.0, 0, 0, 0]], (20, 1)) * 0.1
+    p = Prototypes(["open"], np.eye(4, dtype=np.float32)[:1], {}, roi_change_threshold=18.0)
+    chosen = choose_threshold(p, picks[:20], deltas, truth[:20], keep=0.9, roi_changes=scores[:20])
+    assert chosen["validation"]["accuracy"]["without"] == 1.0
+    assert chosen["validation"]["accuracy"]["with"] == pytest.approx(0.9)  # the 2 none pairs above it
 
 
 def test_an_enrolled_action_has_its_own_looser_threshold_from_its_examples():

@@ -10,7 +10,7 @@ from conftest import TINY_YAML
 
 from cde_ros.training.simbench import (FEW_SHOT_STARTS, SUITE, TARGET_SIZE_BINS, bags_of, choose_change_threshold,
                                        draw_episodes, evaluate_model_on_suite, few_shot, open_set, read_split,
-                                       record_suite)
+                                       record_suite, truth_rois)
 
 SIZES = {"train": 12, "val": 3, "comp": 4, "syst": 4, "style": 3, "style_comp": 4, "style_syst": 4, "style_train": 14,
          "twin": 4, "style_many": 10}
@@ -207,7 +207,12 @@ def test_open_set_measures_unknown_change_and_enrolled_actions(suite, tmp_path):
     with pytest.raises(ValueError, match="trained on every action"):
         open_set(data, out, tmp_path / "os", cache_dir=cache, log=lambda m: None)
     model, meta = CausalDeltaModel.load(out)
-    calibrate_unknown(model, known)  # its own pairs: the tiny suite has no validation split to spare
+    # its own pairs (the tiny suite has no validation split to spare), each event with the
+    # manipulated fixture's recorded box as its roi
+    rois = truth_rois(bags_of(data, "train"), known.event_ids)
+    assert all(r is not None and all(0 <= v <= 1 for v in r) for r in rois)
+    calibrate_unknown(model, known, rois=rois, camera_size=(1.0, 1.0))
+    assert model.prototypes.roi_change_threshold is not None
     # as `cde-ros train` records them: the bags it read, here two of the suite's splits
     bags = [str(data / "train" / "part_00000"), str(data / "train_varied" / "part_00000")]
     model.save(out, {**meta, "skipped_actions": [held], "data": {"bags": bags}})
@@ -217,8 +222,41 @@ def test_open_set_measures_unknown_change_and_enrolled_actions(suite, tmp_path):
         m = r["splits"][name]
         assert m["held_out_pairs"] == want.count(held) > 0 and 0 <= m["auroc"] <= 1
         assert sum(m["held_out_answers"].values()) == pytest.approx(1.0)
-        assert all(0 <= e[name]["held_out_accuracy"] <= 1 for e in r["enroll"])
+        assert sum(m["with_roi"]["held_out_answers"].values()) == pytest.approx(1.0)
+        # the roi only turns pairs read as none into changes: no fewer unknown_change answers
+        assert m["with_roi"]["held_out_answers"]["unknown_change"] >= m["held_out_answers"]["unknown_change"]
+        assert m["with_roi"]["held_out_answers"]["known_action"] == m["held_out_answers"]["known_action"]
+        assert all(0 <= e[name]["held_out_accuracy"] <= 1 and 0 <= e[name]["with_roi"]["held_out_accuracy"] <= 1
+                   for e in r["enroll"])
     assert r["trained_on"] == ["train", "train_varied"]
     assert "trained on the suite's `train` and `train_varied` splits without" in (tmp_path / "os" / "open_set_m.md").read_text()
     assert "| comp |" in (tmp_path / "os" / "open_set_m.md").read_text()
+    assert "| comp, events with the target's roi |" in (tmp_path / "os" / "open_set_m.md").read_text()
+    assert "| 2, roi |" in (tmp_path / "os" / "open_set_m.md").read_text()
     assert (tmp_path / "os" / "open_set_m.png").stat().st_size > 5000
+    # the same through the command line: `calibrate --unknown --sim-rois` takes the rois from the
+    # recorded boxes; recordings without ground truth, and the options alone, are one sentence
+    from conftest import run_cli
+
+    topic = ["--image-topic", "/camera/image_raw/compressed", "--no-cache"]
+    bags = [str(b) for b in bags_of(data, "train")]
+    proc = run_cli("calibrate", str(out), *bags, "--unknown", "--keep-operating-point", "--sim-rois", *topic,
+                   "--out", str(tmp_path / "cli"))
+    p = json.loads((tmp_path / "cli" / "model.json").read_text())["prototypes"]
+    assert p["roi_change_threshold"] == pytest.approx(model.prototypes.roi_change_threshold, rel=1e-5)
+    assert p["roi_change_validation"]["pairs_with_roi"] == len(known) and "inside its event's roi" in proc.stderr
+    assert "none operating point kept" in proc.stderr
+    plain = run_cli("calibrate", str(out), *bags, "--unknown", "--keep-operating-point", *topic,
+                    "--out", str(tmp_path / "cli"))
+    assert json.loads((tmp_path / "cli" / "model.json").read_text())["prototypes"]["roi_change_threshold"] is None
+    assert "no event carries a roi" in plain.stderr
+    alone = run_cli("calibrate", str(out), *bags, "--sim-rois", *topic, check=False)
+    assert alone.returncode == 2 and "--sim-rois goes with --unknown" in alone.stderr
+    keep = run_cli("calibrate", str(out), *bags, "--keep-operating-point", *topic, check=False)
+    assert keep.returncode == 2 and "goes with --unknown" in keep.stderr
+    run_cli("record-synthetic", str(tmp_path / "syn"), "--events", "40", "--seed", "7", "--split", "val", "--quiet")
+    other = run_cli("calibrate", str(out), str(tmp_path / "syn"), "--unknown", "--sim-rois", "--no-cache",
+                    check=False)
+    assert other.returncode == 2 and "not made by cde-ros record-sim" in other.stderr
+    assert "Traceback" not in alone.stderr + keep.stderr + other.stderr
+

@@ -31,7 +31,7 @@ DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
 DEFAULT_EVENT_TOPIC = "/cde/event"
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 STRING_TYPE = "std_msgs/msg/String"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: pairs keep their events' rois
 
 
 class BagError(RuntimeError):
@@ -388,10 +388,11 @@ def pair_bag(bag: str | Path, pre: Preprocessing, pairing: PairingConfig,
     bag = Path(bag)
     report = BagReport(str(bag))
     pairer = EventPairer(pairing, SnapshotBuffer(max_age_ns=int(buffer_s * 1e9)))
-    before, after, actions, ids = [], [], [], []
+    before, after, actions, ids, rois = [], [], [], [], []
     last_size: tuple[int, int] | None = None
 
-    def decode(frame: Frame) -> np.ndarray:
+    def decode(frame: Frame) -> tuple[np.ndarray, tuple[int, int]]:
+        """The frame resized to the model input, and its camera size (width, height)."""
         nonlocal last_size
         rgb = message_to_rgb(frame.payload)
         size = (rgb.shape[1], rgb.shape[0])
@@ -402,7 +403,7 @@ def pair_bag(bag: str | Path, pre: Preprocessing, pairing: PairingConfig,
         if list(size) not in report.image_sizes:
             report.image_sizes.append(list(size))
         last_size = size
-        return pre.resize(rgb)
+        return pre.resize(rgb), size
 
     def handle(outcomes) -> None:
         for o in outcomes:
@@ -419,7 +420,7 @@ def pair_bag(bag: str | Path, pre: Preprocessing, pairing: PairingConfig,
                 report.skip("unlabelled")
                 continue
             try:
-                b, a = decode(o.before), decode(o.after)
+                (b, _), (a, size) = decode(o.before), decode(o.after)
             except (ImageError, ValueError) as exc:
                 report.skip("bad_image")
                 report.problems.append(f"bag {bag}: event {o.event_id}: {exc}")
@@ -428,6 +429,9 @@ def pair_bag(bag: str | Path, pre: Preprocessing, pairing: PairingConfig,
             after.append(a)
             actions.append(action)
             ids.append(o.event_id)
+            # the roi as fractions of the after frame (the pairs are stored resized)
+            rois.append(None if o.roi is None else (o.roi[0] / size[0], o.roi[1] / size[1], o.roi[2] / size[0],
+                                                    o.roi[3] / size[1]))
             report.pairs += 1
             if on_pair:
                 on_pair()
@@ -455,7 +459,7 @@ def pair_bag(bag: str | Path, pre: Preprocessing, pairing: PairingConfig,
                                f"the event JSON or with a CSV sidecar (--labels)")
     if not actions:
         return None, report
-    return PairSet(np.stack(before), np.stack(after), actions, [], ids), report
+    return PairSet(np.stack(before), np.stack(after), actions, [], ids, [], rois), report
 
 
 def _cache_key(bag: Path, pre: Preprocessing, pairing: PairingConfig, image_topic: str, event_topic: str,

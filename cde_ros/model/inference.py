@@ -18,7 +18,8 @@ import torch
 from ..core.dataset import PairSet
 from .decision import NONE, check_bias
 from .network import WEIGHTS_FILE, CausalDeltaModel, Encoding, model_id_for
-from .prototypes import UNKNOWN
+from .prototypes import UNKNOWN, roi_changes_of
+from .where import roi_change
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
@@ -119,6 +120,12 @@ class Predictor:
         return self.model.none_logit_bias
 
     @property
+    def _uses_rois(self) -> bool:
+        """Whether an event's roi can change the answer (a roi change threshold in the prototypes)."""
+        protos = self.model.prototypes
+        return protos is not None and protos.roi_change_threshold is not None
+
+    @property
     def preprocessing(self):
         return self.model.preprocessing
 
@@ -157,11 +164,19 @@ class Predictor:
         return EncodedFrame(enc, (time.perf_counter() - t0) * 1e3, image)
 
     @torch.inference_mode()
-    def classify(self, before: Image, after: Image) -> Prediction:
+    def classify(self, before: Image, after: Image, roi: Sequence[int] | None = None,
+                 camera_size: tuple[float, float] | None = None) -> Prediction:
         """One pair. `before` may be an RGB array or an `EncodedFrame` from `encode` (the node
         encodes it when the event starts); `after` too, unless the model registers pairs (the
-        after frame must then be registered to the before frame before it is encoded)."""
+        after frame must then be registered to the before frame before it is encoded). `roi`: the
+        event's target region [x, y, w, h] in the pixels of the camera frames (`camera_size`
+        (width, height); by default the after frame's size), for the prototype rule's roi change
+        (`cde_ros.model.prototypes`)."""
         t0 = time.perf_counter()
+        if roi is not None and camera_size is None:
+            if isinstance(after, EncodedFrame):
+                raise ValueError("with a roi and an encoded after frame, give the camera frames' size")
+            camera_size = (after.shape[1], after.shape[0])
         eb = before if isinstance(before, EncodedFrame) else self.encode(before)
         if isinstance(after, EncodedFrame):
             if self.preprocessing.register_max_shift:
@@ -174,16 +189,27 @@ class Predictor:
         with self._autocast():
             out = self.model.head(eb.encoding, ea.encoding)
         probs = self.model.decide(out.logits.float()).softmax(-1)[0].cpu().numpy()
+        change = None
+        if roi is not None and self._uses_rois and eb.image is not None and ea.image is not None:
+            change = roi_change(eb.image, ea.image, roi, *camera_size)
         t2 = time.perf_counter()
         return self._prediction(probs, out, 0, {
             "encode_before_ms": eb.ms, "encode_after_ms": ea.ms, "head_ms": (t2 - t1) * 1e3,
-            "call_ms": (t2 - t0) * 1e3})
+            "call_ms": (t2 - t0) * 1e3}, change)
 
     @torch.inference_mode()
     def classify_pairs(self, befores: Sequence[np.ndarray], afters: Sequence[np.ndarray],
-                       batch_size: int = 64) -> list[Prediction]:
+                       batch_size: int = 64, rois: Sequence | None = None,
+                       camera_size: tuple[float, float] | None = None) -> list[Prediction]:
+        """Many pairs in batches; `rois` (one per pair or None) in the pixels of `camera_size`
+        (width, height) frames, as in `classify`."""
         if len(befores) != len(afters):
             raise ValueError(f"{len(befores)} before frames but {len(afters)} after frames")
+        if rois is not None and len(rois) != len(befores):
+            raise ValueError(f"{len(rois)} rois for {len(befores)} pairs")
+        changes = None
+        if rois is not None and self._uses_rois:
+            changes = roi_changes_of(self.preprocessing, befores, afters, list(rois), camera_size)
         out_list: list[Prediction] = []
         pre = self.preprocessing
         for i in range(0, len(befores), batch_size):
@@ -194,10 +220,12 @@ class Predictor:
                 out = self.model(b, a)
             probs = self.model.decide(out.logits.float()).softmax(-1).cpu().numpy()
             ms = (time.perf_counter() - t0) * 1e3 / len(b)
-            out_list += [self._prediction(probs[j], out, j, {"per_pair_ms": ms}) for j in range(len(b))]
+            out_list += [self._prediction(probs[j], out, j, {"per_pair_ms": ms},
+                                          changes[i + j] if changes is not None else None) for j in range(len(b))]
         return out_list
 
-    def _prediction(self, probs: np.ndarray, out, j: int, timings: dict[str, float]) -> Prediction:
+    def _prediction(self, probs: np.ndarray, out, j: int, timings: dict[str, float],
+                    roi_change: float | None = None) -> Prediction:
         k = int(probs.argmax())
         action, confidence = self.labels[k], float(probs[k])
         delta = out.delta[j].float().cpu().numpy()
@@ -207,7 +235,7 @@ class Predictor:
             # the prototype rule (cde_ros.model.prototypes): an enrolled action or unknown_change
             # may replace the classifier's action; its confidence is then the classifier's
             # probability that something changed (1 - p(none))
-            answers, sims = protos.decide([action], delta[None])
+            answers, sims = protos.decide([action], delta[None], roi_changes=[roi_change])
             similarity = {a: float(v) for a, v in zip(protos.labels, sims[0])}
             if answers[0] != action:
                 action = answers[0]

@@ -8,8 +8,10 @@ label: the cosine `sim_c = cos(delta, prototype_c)`.
 The rule (`Prototypes.decide`), applied after the classifier and its `none` operating point:
 
 1. The classifier reads `none`: the answer is `none` — unless the model has a `change_threshold`
-   and the delta is longer than it: then the delta says something changed that the classifier
-   has no label for, and the candidates of step 2 are the enrolled actions alone (none enrolled:
+   and the delta is longer than it, or the event carries the target's roi, the model has a
+   `roi_change_threshold` and the frames changed inside the roi by more than it
+   (`cde_ros.model.where.roi_change`): then something changed that the classifier has no label
+   for, and the candidates of step 2 are the enrolled actions alone (none enrolled:
    `unknown_change`). Neither way does a `none` pair become a success: `unknown_change` is not
    an action a planner expects, so it never verifies one.
 2. Otherwise the candidates are the classifier's action and every enrolled action; the one whose
@@ -21,9 +23,10 @@ The rule (`Prototypes.decide`), applied after the classifier and its `none` oper
    the prototype of the others (leave one out) — a prototype of a few examples is looser than
    one of a whole validation split, and its own examples show how loose.
 
-Both thresholds are chosen on validation pairs of the known labels: `change_threshold` first
+The thresholds are chosen on validation pairs of the known labels: `change_threshold` first
 (`choose_change_threshold`: the length that `keep` of the `none` pairs the classifier reads as
-`none` stay within), then `threshold` (`choose_threshold`: the largest similarity at which
+`none` stay within), `roi_change_threshold` the same way on the change inside their rois (pairs
+with a roi; `choose_roi_change_threshold`), then `threshold` (`choose_threshold`: the largest similarity at which
 accuracy on those pairs stays at least `keep` of its value without the rule).
 Prototypes and thresholds live in `prototypes.safetensors` (the vectors) and `model.json`
 ("prototypes": labels, example counts, enrolled labels, thresholds and the numbers they rest
@@ -40,18 +43,23 @@ from typing import Any
 import numpy as np
 
 from .decision import NONE
+from .where import roi_change
 
 UNKNOWN = "unknown_change"
 CHANGED_UNKNOWN = -1  # Prototypes.best: read as none, a change by its length, nothing enrolled
 FILE = "prototypes.safetensors"
 DEFAULT_KEEP = 0.95
-RULE = ("classifier reads none: none, unless the delta is longer than change_threshold (then the enrolled actions "
+RULE = ("classifier reads none: none, unless the delta is longer than change_threshold or the change inside the "
+        "event's roi is above roi_change_threshold (then the enrolled actions "
         "alone are the candidates, none enrolled: unknown_change); else the candidate (classifier's action or an "
         "enrolled action) whose prototype is the most cosine-similar to the delta; unknown_change when that similarity "
         "is below threshold (an enrolled action's own threshold when lower: its examples' lowest leave-one-out "
         "similarity)")
 CHANGE_RULE = ("the `keep` quantile of the delta lengths of the validation `none` pairs the classifier reads as "
                "none: a pair read as none whose delta is longer is a change (an enrolled action or unknown_change)")
+ROI_CHANGE_RULE = ("the `keep` quantile of the change inside the roi (where.roi_change) of the validation "
+                   "`none` pairs with a roi the classifier reads as none: a pair read as none whose event carries a "
+                   "roi and whose frames changed more inside it is a change (an enrolled action or unknown_change)")
 THRESHOLD_RULE = ("largest cosine similarity at which accuracy on the validation pairs of the known labels stays at "
                   "least `keep` of its value without the unknown_change rule")
 
@@ -85,6 +93,9 @@ class Prototypes:
     change_threshold: float | None = None
     # an enrolled action's own threshold (`leave_one_out`), used where it is below `threshold`
     own_thresholds: dict[str, float] = field(default_factory=dict)
+    # change inside an event's roi (where.roi_change) above which a pair read as none is a change
+    # (None: never)
+    roi_change_threshold: float | None = None
 
     def __post_init__(self) -> None:
         self.vectors = np.asarray(self.vectors, dtype=np.float32)
@@ -104,6 +115,9 @@ class Prototypes:
         c = self.change_threshold
         if c is not None and (isinstance(c, bool) or not isinstance(c, (int, float)) or not 0.0 <= float(c) < np.inf):
             raise ValueError(f"the change threshold is a delta length >= 0, got {c}")
+        r = self.roi_change_threshold
+        if r is not None and (isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= float(r) <= 255.0):
+            raise ValueError(f"the roi change threshold is a pixel change in [0, 255], got {r}")
         self.own_thresholds = {str(a): float(v) for a, v in dict(self.own_thresholds).items()}
         if not set(self.own_thresholds) <= set(self.enrolled):
             raise ValueError(f"own thresholds of {sorted(set(self.own_thresholds) - set(self.enrolled))}, which are not "
@@ -117,18 +131,24 @@ class Prototypes:
         """N x P cosine similarities of `deltas` (N x D) to the prototypes."""
         return unit(np.atleast_2d(deltas)) @ self.vectors.T
 
-    def best(self, picks: list[str], sims: np.ndarray, lengths: np.ndarray | None = None) -> list[int | None]:
+    def best(self, picks: list[str], sims: np.ndarray, lengths: np.ndarray | None = None,
+             roi_changes: list[float | None] | None = None) -> list[int | None]:
         """Steps 1-2 of the rule for N pairs: the index of the winning prototype per pair (None
         where the classifier's pick stands: `none`, or a label without a prototype and nothing
         enrolled; CHANGED_UNKNOWN where a pair read as `none` is a change by its delta's length
-        and nothing is enrolled). `lengths`: the deltas' lengths (None: step 1's exception off)."""
+        or by the change inside its roi, and nothing is enrolled). `lengths`: the deltas' lengths
+        (None: step 1's exception off); `roi_changes`: each pair's change inside its event's roi
+        (None for a pair without a roi, or for all)."""
         index = {a: i for i, a in enumerate(self.labels)}
         enrolled = [index[a] for a in self.enrolled]
         gate = self.change_threshold if lengths is not None else None
+        roi_gate = self.roi_change_threshold if roi_changes is not None else None
         out: list[int | None] = []
         for j, (pick, s) in enumerate(zip(picks, sims)):
             if pick == NONE:
-                if gate is None or not lengths[j] > gate:
+                by_length = gate is not None and lengths[j] > gate
+                by_roi = roi_gate is not None and roi_changes[j] is not None and roi_changes[j] > roi_gate
+                if not (by_length or by_roi):
                     out.append(None)
                 else:
                     out.append(max(enrolled, key=lambda i: s[i]) if enrolled else CHANGED_UNKNOWN)
@@ -137,15 +157,15 @@ class Prototypes:
             out.append(max(cands, key=lambda i: s[i]) if cands else None)
         return out
 
-    def decide(self, picks: list[str], deltas: np.ndarray, threshold: float | None = "model"
-               ) -> tuple[list[str], np.ndarray]:
+    def decide(self, picks: list[str], deltas: np.ndarray, threshold: float | None = "model",
+               roi_changes: list[float | None] | None = None) -> tuple[list[str], np.ndarray]:
         """The rule of the module docstring for N pairs: the classifier's picks (at its operating
-        point) and their deltas. Returns (answers, N x P similarities). `threshold` replaces the
-        model's (None: no unknown_change)."""
+        point), their deltas and (pairs whose events carry a roi) the change inside it. Returns
+        (answers, N x P similarities). `threshold` replaces the model's (None: no unknown_change)."""
         t = self.threshold if threshold == "model" else threshold
         deltas = np.atleast_2d(deltas)
         sims = self.similarities(deltas)
-        best = self.best(picks, sims, np.linalg.norm(deltas, axis=-1))
+        best = self.best(picks, sims, np.linalg.norm(deltas, axis=-1), roi_changes)
         out = [pick if b is None else UNKNOWN if b == CHANGED_UNKNOWN or s[b] < self.threshold_of(b, t)
                else self.labels[b] for pick, s, b in zip(picks, sims, best)]
         return out, sims
@@ -167,12 +187,15 @@ class Prototypes:
             h.update(repr(("change_threshold", float(self.change_threshold))).encode())
         if self.own_thresholds:
             h.update(repr(("own_thresholds", sorted(self.own_thresholds.items()))).encode())
+        if self.roi_change_threshold is not None:
+            h.update(repr(("roi_change_threshold", float(self.roi_change_threshold))).encode())
         return h.hexdigest()
 
     def meta(self) -> dict[str, Any]:
         return {"file": FILE, "labels": list(self.labels), "counts": dict(self.counts),
                 "enrolled": list(self.enrolled), "unknown_threshold": self.threshold, "change_threshold":
-                self.change_threshold, "own_thresholds": dict(self.own_thresholds), "rule": RULE, **self.info}
+                self.change_threshold, "own_thresholds": dict(self.own_thresholds),
+                "roi_change_threshold": self.roi_change_threshold, "rule": RULE, **self.info}
 
     def save(self, path: Path) -> None:
         from safetensors.numpy import save_file
@@ -191,10 +214,11 @@ class Prototypes:
         except (SafetensorError, OSError, KeyError) as exc:
             raise ValueError(f"{path} is not a prototypes file: {exc}") from None
         info = {k: v for k, v in meta.items() if k not in ("file", "labels", "counts", "enrolled", "unknown_threshold",
-                                                           "change_threshold", "own_thresholds", "rule")}
+                                                           "change_threshold", "own_thresholds",
+                                                           "roi_change_threshold", "rule")}
         return cls(list(meta["labels"]), vectors, dict(meta.get("counts", {})), list(meta.get("enrolled", [])),
                    meta.get("unknown_threshold"), info, meta.get("change_threshold"),
-                   dict(meta.get("own_thresholds") or {}))
+                   dict(meta.get("own_thresholds") or {}), meta.get("roi_change_threshold"))
 
 
 # ------------------------------------------------------------------------ making them
@@ -209,20 +233,21 @@ def from_pairs(deltas: np.ndarray, actions: list[str], labels: list[str]) -> Pro
 
 
 def choose_threshold(protos: Prototypes, picks: list[str], deltas: np.ndarray, truth: list[str],
-                     keep: float = DEFAULT_KEEP) -> dict[str, Any]:
+                     keep: float = DEFAULT_KEEP, roi_changes: list[float | None] | None = None) -> dict[str, Any]:
     """`THRESHOLD_RULE` on validation pairs of the known labels (their classifier picks, deltas,
-    true labels). Returns the threshold and what it rests on (for model.json)."""
+    true labels, the change inside their rois where they have one). Returns the threshold and
+    what it rests on (for model.json)."""
     if not 0.0 < keep <= 1.0:
         raise ValueError(f"keep must be in (0, 1], got {keep}")
     # without the rule: no unknown_change threshold and no change threshold
-    without, _ = replace(protos, change_threshold=None).decide(picks, deltas, None)
+    without, _ = replace(protos, change_threshold=None, roi_change_threshold=None).decide(picks, deltas, None)
     base = float(np.mean(np.array(without) == np.array(truth)))
-    gated, sims = protos.decide(picks, deltas, None)
+    gated, sims = protos.decide(picks, deltas, None, roi_changes)
     correct = np.array(gated) == np.array(truth)
     # the similarity each pair is judged by (its winning prototype's); inf: never unknown_change
     # (also an enrolled winner at or above its own threshold); -inf: unknown_change whatever the
     # threshold (read as none, a change by its length)
-    best = protos.best(picks, sims, np.linalg.norm(np.atleast_2d(deltas), axis=-1))
+    best = protos.best(picks, sims, np.linalg.norm(np.atleast_2d(deltas), axis=-1), roi_changes)
     judged = np.array([np.inf if b is None else -np.inf if b == CHANGED_UNKNOWN else
                        np.inf if s[b] >= protos.threshold_of(b, np.inf) else s[b] for s, b in zip(sims, best)])
 
@@ -265,6 +290,56 @@ def choose_change_threshold(picks: list[str], deltas: np.ndarray, truth: list[st
                                   else None}}
 
 
+def choose_roi_change_threshold(picks: list[str], roi_changes: list[float | None], truth: list[str],
+                                keep: float = DEFAULT_KEEP) -> dict[str, Any] | None:
+    """`ROI_CHANGE_RULE` on validation pairs: their classifier picks, the change inside their
+    rois (None: a pair without a roi) and true labels. Returns the threshold and what it rests on
+    (for model.json); None when no pair has a roi; ValueError when pairs with a roi hold no
+    `none` pair read as `none`."""
+    if not 0.0 < keep <= 1.0:
+        raise ValueError(f"keep must be in (0, 1], got {keep}")
+    has = np.array([c is not None for c in roi_changes], bool)
+    if not has.any():
+        return None
+    scores = np.array([c if c is not None else np.nan for c in roi_changes], np.float64)
+    truth_a, picks_a = np.asarray(truth), np.asarray(picks)
+    quiet = has & (truth_a == NONE) & (picks_a == NONE)
+    if not quiet.any():
+        raise ValueError("no validation pair of none with a roi is read as none: the roi change threshold needs some")
+    ranked = np.sort(scores[quiet])
+    chosen = float(ranked[max(1, math.ceil(keep * len(ranked) - 1e-9)) - 1])
+    read_none = has & (truth_a != NONE) & (picks_a == NONE)
+    return {"roi_change_threshold": chosen, "roi_change_rule": ROI_CHANGE_RULE,
+            "roi_change_validation": {"pairs_with_roi": int(has.sum()), "none_pairs_read_as_none": int(quiet.sum()),
+                                      "of_them_kept_none": float(np.mean(scores[quiet] <= chosen)),
+                                      "actions_read_as_none": int(read_none.sum()),
+                                      "of_them_above": float(np.mean(scores[read_none] > chosen)) if read_none.any()
+                                      else None}}
+
+
+def roi_changes_of(pre, befores, afters, rois: list | None, camera_size: tuple[float, float] | None
+                   ) -> list[float | None] | None:
+    """The change inside each pair's roi (`where.roi_change`) on the frames as the model sees them
+    (resized, the after frame registered when the model registers pairs); None when no pair has
+    a roi. `rois` in the pixels of `camera_size` (width, height) frames."""
+    if not rois or not any(r is not None for r in rois):
+        return None
+    if camera_size is None:
+        raise ValueError("rois need the camera frames' size (the pairs come from recordings of different sizes)")
+    w, h = camera_size
+    out: list[float | None] = []
+    for b, a, roi in zip(befores, afters, rois):
+        if roi is None:
+            out.append(None)
+            continue
+        rb = pre.resize(b)
+        ra = pre.resize(a)
+        if pre.register_max_shift:
+            ra = pre.register(rb, ra)
+        out.append(roi_change(rb, ra, roi, w, h))
+    return out
+
+
 def auroc(scores_pos: np.ndarray, scores_neg: np.ndarray) -> float:
     """Area under the ROC curve of telling positives from negatives by a score (higher: more
     positive), ties counted half: the probability that a random positive outscores a random
@@ -299,15 +374,21 @@ def classifier_picks(model, pairs, device="cpu") -> tuple[list[str], np.ndarray]
 
 
 def calibrate_unknown(model, pairs, keep: float = DEFAULT_KEEP, device="cpu", source: str = "",
-                      change: bool = True) -> dict[str, Any]:
+                      change: bool = True, rois: list | None = None,
+                      camera_size: tuple[float, float] | None = None) -> dict[str, Any]:
     """Make `model`'s prototypes of its action labels from the deltas of validation `pairs` and
     choose on the same pairs the change threshold (`choose_change_threshold`; `change` False:
-    none) and then the unknown_change threshold (`choose_threshold`). Actions enrolled before
-    keep their prototypes. Pairs of labels the model does not know are left out. Returns what
-    went into model.json; ValueError when an action label has no pair."""
+    none), the roi change threshold where pairs have a roi (`rois`, one per pair or None, in
+    the pixels of `camera_size` frames; `choose_roi_change_threshold`; `change` False: none) and
+    then the unknown_change threshold (`choose_threshold`). Actions enrolled before keep their
+    prototypes. Pairs of labels the model does not know are left out. Returns what went into
+    model.json; ValueError when an action label has no pair."""
     known = np.flatnonzero(np.isin(pairs.actions, model.labels))
     if not len(known):
         raise ValueError(f"none of the pairs is labelled with one of the model's labels {model.labels}")
+    if rois is not None and len(rois) != len(pairs):
+        raise ValueError(f"{len(rois)} rois for {len(pairs)} pairs")
+    rois = [rois[i] for i in known] if rois is not None else None
     pairs = pairs.subset(known)
     picks, deltas = classifier_picks(model, pairs, device)
     protos = from_pairs(deltas, pairs.actions, model.labels)
@@ -321,10 +402,16 @@ def calibrate_unknown(model, pairs, keep: float = DEFAULT_KEEP, device="cpu", so
                             {**protos.counts, **{a: old.counts.get(a, 0) for a in old.enrolled}}, list(old.enrolled),
                             own_thresholds=dict(old.own_thresholds))
     gate: dict[str, Any] = {}
+    roi_scores = None
     if change and NONE in model.labels:
         gate = choose_change_threshold(picks, deltas, pairs.actions, keep)
         protos.change_threshold = gate.pop("change_threshold")
-    chosen = choose_threshold(protos, picks, deltas, pairs.actions, keep)
+        roi_scores = roi_changes_of(model.preprocessing, pairs.before, pairs.after, rois, camera_size)
+        if roi_scores is not None:
+            roi_gate = choose_roi_change_threshold(picks, roi_scores, pairs.actions, keep)
+            protos.roi_change_threshold = roi_gate.pop("roi_change_threshold")
+            gate.update(roi_gate)
+    chosen = choose_threshold(protos, picks, deltas, pairs.actions, keep, roi_scores)
     protos.threshold = chosen.pop("unknown_threshold")
     chosen.update(gate)
     if source:
@@ -372,5 +459,6 @@ def enroll(model, deltas: np.ndarray, action: str, source: str = "") -> dict[str
     loo = leave_one_out(deltas)
     if loo is not None:
         own[action] = loo
-    model.prototypes = Prototypes(labels, vectors, counts, enrolled, p.threshold, info, p.change_threshold, own)
+    model.prototypes = Prototypes(labels, vectors, counts, enrolled, p.threshold, info, p.change_threshold, own,
+                                  p.roi_change_threshold)
     return model.prototypes.meta()

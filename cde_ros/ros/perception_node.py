@@ -548,7 +548,7 @@ class PerceptionNode(LifecycleNode):
                                          o.start_ns, o.end_ns, o.before, o.after), job)
             return
         try:
-            pred = self._predictor.classify(before, after)
+            pred = self._predictor.classify(before, after, roi=o.roi)
         except Exception as exc:  # noqa: BLE001  model failures become a status, not a crash
             self._publish_result(Outcome("error", o.event_id, "model_error", f"inference failed: {exc}",
                                          o.expected_action, o.start_ns, o.end_ns, o.before, o.after), job)

@@ -165,6 +165,38 @@ def read_split(data: Path, name: str, pre, pairing, cache_dir: Path | None = Non
     return pairs
 
 
+def truth_rois(bags: list[Path], event_ids: list[str]) -> list[tuple[float, float, float, float] | None]:
+    """The roi a planner that knows its target would send with each event of `record-sim`
+    recordings: the manipulated fixture's recorded box (ground truth), as fractions of the camera
+    frame (`PairSet.rois`); None for an event without one. ValueError when no bag holds ground
+    truth (not made by record-sim)."""
+    from ..data.bags import BagError, read_json_topic
+
+    boxes: dict[str, tuple[float, float, float, float]] = {}
+    seen = False
+    for bag in map(Path, bags):
+        try:
+            truth = read_json_topic(bag, TRUTH_TOPIC)
+        except BagError:  # no ground truth topic (its pairs were read: the bag itself is readable)
+            continue
+        if not truth:
+            continue
+        seen = True
+        sidecar = bag.parent / f"{bag.name}.json"
+        if not sidecar.is_file():
+            raise ValueError(f"{bag} has ground truth but no {sidecar.name} beside it (the camera's size)")
+        info = json.loads(sidecar.read_text())
+        w, h = float(info["width"]), float(info["height"])
+        for t in truth:
+            box = t.get("target_box")
+            if box:
+                boxes[t["event_id"]] = (box[0] / w, box[1] / h, box[2] / w, box[3] / h)
+    if not seen:
+        raise ValueError(f"none of the recordings holds ground truth ({TRUTH_TOPIC}): they were not made by "
+                         "cde-ros record-sim")
+    return [boxes.get(e) for e in event_ids]
+
+
 def localisation(predictor, preds: list, pairs: PairSet) -> dict[str, Any] | None:
     """Where the model put the change against the manipulated fixture's projected box, per true
     action (pairs that changed something): the share of the Top-K delta inside the box, the hit
@@ -739,11 +771,12 @@ ENROLL_KS = (1, 5, 10)
 
 
 def _open_set_split(protos, picks: list[str], deltas: np.ndarray, truth: list[str], held_out: set[str],
-                    msp: np.ndarray) -> dict:
+                    msp: np.ndarray, roi_changes: list[float | None] | None = None) -> dict:
     """What the unknown_change rule does on one test split: AUROC of the novelty score
     (1 - the best cosine to a known action's prototype) for held-out against known actions (and,
     as the usual baseline, of 1 - the classifier's largest action probability, `msp`), and the
-    answers at the model's threshold."""
+    answers at the model's threshold; with `roi_changes` (each event sent with the target's roi)
+    and a model with a roi change threshold, the answers with the rois too ("with_roi")."""
     from ..model.prototypes import UNKNOWN, auroc
 
     known_actions = [i for i, a in enumerate(protos.labels) if a not in protos.enrolled]
@@ -758,19 +791,25 @@ def _open_set_split(protos, picks: list[str], deltas: np.ndarray, truth: list[st
     known = ~new
     with_rule, without = np.array(with_rule), np.array(without)
     hits = lambda ans, m: _share(ans[m] == truth_a[m])  # noqa: E731
+
+    def answers(ans: np.ndarray) -> dict:  # what the left-out, the known and the none pairs were answered
+        # (failed manipulations answered unknown_change by a change threshold: not verified, no false success)
+        return {"held_out_answers": {"unknown_change": _share(ans[new] == UNKNOWN), "none": _share(ans[new] == "none"),
+                                     "known_action": _share(~np.isin(ans[new], [UNKNOWN, "none"]))},
+                "known_accuracy": {"without": hits(without, known), "with": hits(ans, known)},
+                "known_read_as_unknown": _share(ans[known] == UNKNOWN),
+                "none_read_as_unknown": _share(ans[truth_a == "none"] == UNKNOWN)}
+
+    roi = None
+    if roi_changes is not None and protos.roi_change_threshold is not None:
+        roi = answers(np.array(protos.decide(picks, deltas, roi_changes=roi_changes)[0]))
     return {
         "n": len(truth), "held_out_pairs": int(new.sum()), "known_action_pairs": int(known_change.sum()),
         "auroc": auroc(novelty[new], novelty[known_change]),
         "auroc_read_as_change": auroc(novelty[new & changed], novelty[known_change & changed]),
         "auroc_max_probability": auroc(1.0 - msp[new], 1.0 - msp[known_change]),
-        "held_out_answers": {
-            "unknown_change": _share(with_rule[new] == UNKNOWN),
-            "none": _share(with_rule[new] == "none"),
-            "known_action": _share(~np.isin(with_rule[new], [UNKNOWN, "none"]))},
-        "known_accuracy": {"without": hits(without, known), "with": hits(with_rule, known)},
-        "known_read_as_unknown": _share(with_rule[known] == UNKNOWN),
-        # failed manipulations answered unknown_change (by the change threshold): not verified, no false success
-        "none_read_as_unknown": _share(with_rule[truth_a == "none"] == UNKNOWN),
+        **answers(with_rule),
+        **({"with_roi": roi} if roi is not None else {}),
     }
 
 
@@ -793,7 +832,7 @@ def open_set(data: Path, model_dir: Path, out: Path, ks: tuple[int, ...] = ENROL
 
     from ..data.pairing import PairingConfig
     from ..model.network import CausalDeltaModel
-    from ..model.prototypes import classifier_outputs, classifier_picks, enroll
+    from ..model.prototypes import classifier_outputs, classifier_picks, enroll, roi_changes_of
 
     model, meta = CausalDeltaModel.load(model_dir)
     held_out = set(meta.get("skipped_actions") or [])
@@ -809,7 +848,11 @@ def open_set(data: Path, model_dir: Path, out: Path, ks: tuple[int, ...] = ENROL
         pairs = read_split(data, name, pre, pairing, cache_dir, log)
         picks, deltas, probs = classifier_outputs(model, pairs)
         actions = [i for i, a in enumerate(model.labels) if a != "none"]
-        tests[name] = (pairs.actions, picks, deltas, probs[:, actions].max(1))
+        # each event sent with the manipulated fixture's box as its roi (what a planner knows)
+        rois = None
+        if getattr(pairs, "camera_size", None) and any(pairs.target_boxes):
+            rois = roi_changes_of(pre, pairs.before, pairs.after, pairs.target_boxes, pairs.camera_size)
+        tests[name] = (pairs.actions, picks, deltas, probs[:, actions].max(1), rois)
     pool = read_split(data, "train", pre, pairing, cache_dir, log)
     pool = pool.subset(np.flatnonzero(np.isin(pool.actions, sorted(held_out))))
     _, pool_deltas = classifier_picks(model, pool)
@@ -821,13 +864,17 @@ def open_set(data: Path, model_dir: Path, out: Path, ks: tuple[int, ...] = ENROL
                               "loss_changed": _loss_changed(meta),
                               "unknown_threshold": model.prototypes.threshold,
                               "change_threshold": model.prototypes.change_threshold,
+                              "roi_change_threshold": model.prototypes.roi_change_threshold,
                               "calibration": model.prototypes.info, "splits": {}, "enroll": []}
-    for name, (truth, picks, deltas, msp) in tests.items():
-        result["splits"][name] = m = _open_set_split(model.prototypes, picks, deltas, truth, held_out, msp)
-        h = m["held_out_answers"]
-        log(f"{name}: AUROC {m['auroc']:.3f}; held-out actions -> unknown_change {h['unknown_change']:.2f}, "
-            f"none {h['none']:.2f}, a known action {h['known_action']:.2f}; known accuracy "
-            f"{m['known_accuracy']['without']:.3f} -> {m['known_accuracy']['with']:.3f}")
+    for name, (truth, picks, deltas, msp, rois) in tests.items():
+        result["splits"][name] = m = _open_set_split(model.prototypes, picks, deltas, truth, held_out, msp, rois)
+        for how, r in (("", m), (" (events with the target's roi)", m.get("with_roi"))):
+            if r is None:
+                continue
+            h = r["held_out_answers"]
+            log(f"{name}{how}: AUROC {m['auroc']:.3f}; held-out actions -> unknown_change {h['unknown_change']:.2f}, "
+                f"none {h['none']:.2f}, a known action {h['known_action']:.2f}; known accuracy "
+                f"{r['known_accuracy']['without']:.3f} -> {r['known_accuracy']['with']:.3f}")
     for k in ks:
         for seed in seeds:
             enrolled = deepcopy(model)
@@ -836,12 +883,17 @@ def open_set(data: Path, model_dir: Path, out: Path, ks: tuple[int, ...] = ENROL
                 pick = np.random.default_rng([seed, k, 23]).choice(idx, size=min(k, len(idx)), replace=False)
                 enroll(enrolled, pool_deltas[pick], action, source=f"{len(pick)} train-split events, seed {seed}")
             row = {"k": k, "seed": seed}
-            for name, (truth, picks, deltas, _) in tests.items():
-                answers, _ = enrolled.prototypes.decide(picks, deltas)
-                right = np.array(answers) == np.array(truth)
+            for name, (truth, picks, deltas, _, rois) in tests.items():
                 new = np.isin(truth, sorted(held_out))
-                row[name] = {"held_out_accuracy": _share(right[new]), "known_accuracy": _share(right[~new]),
-                             "accuracy": _share(right)}
+
+                def scores(answers: list[str]) -> dict[str, float]:
+                    right = np.array(answers) == np.array(truth)
+                    return {"held_out_accuracy": _share(right[new]), "known_accuracy": _share(right[~new]),
+                            "accuracy": _share(right)}
+
+                row[name] = scores(enrolled.prototypes.decide(picks, deltas)[0])
+                if rois is not None and enrolled.prototypes.roi_change_threshold is not None:
+                    row[name]["with_roi"] = scores(enrolled.prototypes.decide(picks, deltas, roi_changes=rois)[0])
             result["enroll"].append(row)
             log(f"enroll k={k} seed {seed}: " + ", ".join(
                 f"{n} held-out {row[n]['held_out_accuracy']:.3f} known {row[n]['known_accuracy']:.3f}" for n in tests))
@@ -879,7 +931,9 @@ def _open_set_markdown(r: dict) -> str:
              + "), its `none` operating point and its "
              f"prototypes and unknown_change threshold (cosine {r['unknown_threshold']:.3f}"
              + (f"; change threshold: a delta length of {r['change_threshold']:.3f}" if r.get("change_threshold")
-                is not None else "; no change threshold") + ") chosen on the `val` "
+                is not None else "; no change threshold")
+             + (f"; roi change threshold: {r['roi_change_threshold']:.2f} of 255 inside an event's roi"
+                if r.get("roi_change_threshold") is not None else "") + ") chosen on the `val` "
              f"split's pairs of the known labels (`cde-ros calibrate --unknown`: validation accuracy "
              f"{v['accuracy']['without']:.3f} -> {v['accuracy']['with']:.3f}). Tested on the held-out combinations "
              "(comp) and object classes (syst) of the training scene style; no choice looked at them.", "",
@@ -887,30 +941,39 @@ def _open_set_markdown(r: dict) -> str:
              "held-out actions' pairs from the known actions' (all pairs / those the classifier reads as a change); "
              "baseline: 1 - the classifier's largest action probability. Answers of the held-out actions' pairs at "
              "the thresholds, the known labels' accuracy without and with the rule, and the share of the failed "
-             "manipulations (`none` pairs) answered unknown_change (not verified: no false success).",
+             "manipulations (`none` pairs) answered unknown_change (not verified: no false success)."
+             + (" Rows \"events with the target's roi\": every event sent with the manipulated fixture's recorded "
+                "box as its roi, so a pair read as none that changed inside it is a change too." if any("with_roi" in m for m in r["splits"].values()) else ""),
              "", "| split | held-out pairs | known-action pairs | AUROC | AUROC (read as change) | AUROC baseline | "
              "held-out -> unknown_change | -> none | -> a known action | known accuracy without -> with the rule | "
              "ratio | none -> unknown_change |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in r["splits"].items():
-        h, ka = m["held_out_answers"], m["known_accuracy"]
-        lines.append(f"| {name} | {m['held_out_pairs']} | {m['known_action_pairs']} | {m['auroc']:.3f} | "
-                     f"{m['auroc_read_as_change']:.3f} | {m['auroc_max_probability']:.3f} | "
-                     f"{h['unknown_change']:.2f} | {h['none']:.2f} | {h['known_action']:.2f} | "
-                     f"{ka['without']:.3f} -> {ka['with']:.3f} | "
-                     f"{ka['with'] / ka['without'] if ka['without'] else float('nan'):.3f} | "
-                     f"{m.get('none_read_as_unknown', float('nan')):.2f} |")
+        for label, a in ((name, m), (f"{name}, events with the target's roi", m.get("with_roi"))):
+            if a is None:
+                continue
+            h, ka = a["held_out_answers"], a["known_accuracy"]
+            lines.append(f"| {label} | {m['held_out_pairs']} | {m['known_action_pairs']} | {m['auroc']:.3f} | "
+                         f"{m['auroc_read_as_change']:.3f} | {m['auroc_max_probability']:.3f} | "
+                         f"{h['unknown_change']:.2f} | {h['none']:.2f} | {h['known_action']:.2f} | "
+                         f"{ka['without']:.3f} -> {ka['with']:.3f} | "
+                         f"{ka['with'] / ka['without'] if ka['without'] else float('nan'):.3f} | "
+                         f"{a.get('none_read_as_unknown', float('nan')):.2f} |")
+    with_roi = any("with_roi" in e.get(n, {}) for e in r["enroll"] for n in OPEN_SET_TESTS)
     lines += ["", f"Enrolled (`cde-ros enroll`): each held-out action from k of its `train`-split events (never "
               f"trained on), {len({e['seed'] for e in r['enroll']})} draws; accuracy on the held-out actions' pairs "
-              "and on the known labels' pairs (mean ± std over draws).", "",
+              "and on the known labels' pairs (mean ± std over draws)"
+              + ("; rows \"roi\": events sent with the target's roi." if with_roi else "."), "",
               "| k | comp: held-out | comp: known | syst: held-out | syst: known |", "|---|---|---|---|---|"]
     for k in sorted({e["k"] for e in r["enroll"]}):
         rows = [e for e in r["enroll"] if e["k"] == k]
-        def cell(split: str, key: str) -> str:
-            v = [e[split][key] for e in rows]
-            return f"{np.mean(v):.3f} ± {np.std(v):.3f}"
+        for roi in (False, True) if with_roi else (False,):
+            def cell(split: str, key: str) -> str:
+                v = [(e[split]["with_roi"] if roi else e[split])[key] for e in rows]
+                return f"{np.mean(v):.3f} ± {np.std(v):.3f}"
 
-        lines.append(f"| {k} | {cell('comp', 'held_out_accuracy')} | {cell('comp', 'known_accuracy')} | "
-                     f"{cell('syst', 'held_out_accuracy')} | {cell('syst', 'known_accuracy')} |")
+            lines.append(f"| {k}{', roi' if roi else ''} | {cell('comp', 'held_out_accuracy')} | "
+                         f"{cell('comp', 'known_accuracy')} | {cell('syst', 'held_out_accuracy')} | "
+                         f"{cell('syst', 'known_accuracy')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -926,6 +989,10 @@ def _open_set_plot(r: dict, path: Path) -> None:
             vals = [[e[split][key] for e in r["enroll"] if e["k"] == k] for k in ks]
             ax.errorbar(ks, [np.mean(v) for v in vals], yerr=[np.std(v) for v in vals], marker="o", color=color,
                         label=name, capsize=3)
+            if all("with_roi" in e[split] for e in r["enroll"]):
+                vals = [[e[split]["with_roi"][key] for e in r["enroll"] if e["k"] == k] for k in ks]
+                ax.errorbar(ks, [np.mean(v) for v in vals], yerr=[np.std(v) for v in vals], marker="s", color=color,
+                            ls="--", label=f"{name}, events with the target's roi", capsize=3)
         ax.axhline(r["splits"][split]["known_accuracy"]["without"], color="tab:blue", ls=":", lw=1,
                    label="known labels, nothing enrolled, no unknown rule")
         _k_axis(ax, ks, f"{split}: {title}", "enrolled examples per action")
