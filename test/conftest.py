@@ -47,6 +47,24 @@ def tiny_model(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture
+def roi_gate_model(tiny_model, tmp_path) -> Path:
+    """The tiny model at its largest none bias (it reads plain test frames as none) with class
+    prototypes whose roi change threshold is 50 (of 255) and no unknown_change threshold."""
+    import numpy as np
+
+    from cde_ros.model.network import CausalDeltaModel
+    from cde_ros.model.prototypes import Prototypes
+
+    model, meta = CausalDeltaModel.load(tiny_model)
+    model.decision = {"none_logit_bias": 3.0}
+    actions = [a for a in model.labels if a != "none"]
+    model.prototypes = Prototypes(actions, np.random.default_rng(0).normal(size=(len(actions), model.config.embed_dim)),
+                                  {}, threshold=-1.0, roi_change_threshold=50.0)
+    model.save(tmp_path / "roi_gate_model", meta)
+    return tmp_path / "roi_gate_model"
+
+
 @pytest.fixture(scope="session")
 def shipped_model() -> Path:
     if not (SHIPPED / "model.json").is_file():

@@ -795,21 +795,11 @@ def test_an_event_roi_verifies_only_a_change_inside_it(harness_factory, tiny_mod
     assert outside["detail"] == "change outside target region" and outside["change_in_roi"] < 0.5
 
 
-def test_a_change_inside_the_roi_the_classifier_reads_as_none_is_an_unknown_change(harness_factory, tiny_model,
-                                                                                   tmp_path):
-    """A model whose classifier reads these pairs as none (its largest none bias) and whose prototypes
-    have a roi change threshold: through the node, an event whose roi holds the change is answered
-    unknown_change (not verified), one whose roi lies elsewhere and one without a roi stay none."""
-    from cde_ros.model.network import CausalDeltaModel
-    from cde_ros.model.prototypes import Prototypes
-
-    model, meta = CausalDeltaModel.load(tiny_model)
-    model.decision = {"none_logit_bias": 3.0}  # the largest allowed
-    actions = [a for a in model.labels if a != "none"]
-    model.prototypes = Prototypes(actions, np.random.default_rng(0).normal(size=(len(actions), model.config.embed_dim)),
-                                  {}, threshold=-1.0, roi_change_threshold=50.0)
-    model.save(tmp_path / "m", meta)
-    h = harness_factory({"model_dir": str(tmp_path / "m"), "device": "cpu"})
+def test_a_change_inside_the_roi_the_classifier_reads_as_none_is_an_unknown_change(harness_factory, roi_gate_model):
+    """A model whose classifier reads these pairs as none and whose prototypes have a roi change
+    threshold: through the node, an event whose roi holds the change is answered unknown_change
+    (not verified), one whose roi lies elsewhere and one without a roi stay none."""
+    h = harness_factory({"model_dir": str(roi_gate_model), "device": "cpu"})
 
     def episode(eid, t0, roi):
         return _left_quarter_episode(h, eid, t0, "open", roi)

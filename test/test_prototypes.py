@@ -323,6 +323,25 @@ def test_calibrate_unknown_and_enroll_on_recorded_events(tmp_path, tiny_model):
     assert ev["unknown_labels"] == [] and "wipe" in ev["per_class"] and ev["labels"][-2:] == ["wipe", UNKNOWN]
 
 
+def test_the_predictor_judges_a_pair_with_its_roi_one_at_a_time_and_in_batches(roi_gate_model):
+    """A model that reads these pairs as none, with a roi change threshold: the pair whose roi
+    holds the change is unknown_change, by `classify` and by `classify_pairs` alike."""
+    from cde_ros.model.inference import Predictor
+
+    predictor = Predictor(roi_gate_model, device="cpu")
+    before = np.full((24, 32, 3), 20, np.uint8)
+    after = before.copy()
+    after[:, :8] = 230  # the left quarter brightens
+    rois = [[0, 0, 8, 24], [16, 0, 16, 24], None]
+    one = [predictor.classify(before, after, roi=r).action for r in rois]
+    assert one == [UNKNOWN, "none", "none"]
+    many = predictor.classify_pairs([before] * 3, [after] * 3, rois=rois, camera_size=(32, 24))
+    assert [p.action for p in many] == one
+    assert [p.action for p in predictor.classify_pairs([before] * 3, [after] * 3)] == ["none"] * 3
+    with pytest.raises(ValueError, match="rois for"):
+        predictor.classify_pairs([before], [after], rois=rois)
+
+
 def test_unknown_change_is_no_false_success():
     from cde_ros.training.evaluation import success_failure_rates
 

@@ -225,7 +225,7 @@ class Predictor:
         return out_list
 
     def _prediction(self, probs: np.ndarray, out, j: int, timings: dict[str, float],
-                    roi_change: float | None = None) -> Prediction:
+                    change_in_roi: float | None = None) -> Prediction:
         k = int(probs.argmax())
         action, confidence = self.labels[k], float(probs[k])
         delta = out.delta[j].float().cpu().numpy()
@@ -235,7 +235,7 @@ class Predictor:
             # the prototype rule (cde_ros.model.prototypes): an enrolled action or unknown_change
             # may replace the classifier's action; its confidence is then the classifier's
             # probability that something changed (1 - p(none))
-            answers, sims = protos.decide([action], delta[None], roi_changes=[roi_change])
+            answers, sims = protos.decide([action], delta[None], roi_changes=[change_in_roi])
             similarity = {a: float(v) for a, v in zip(protos.labels, sims[0])}
             if answers[0] != action:
                 action = answers[0]
