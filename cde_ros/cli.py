@@ -690,8 +690,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --unknown: share of the validation accuracy the unknown_change rule must keep (and "
                          "of the none pairs read as none the change threshold must keep)")
     sp.add_argument("--no-change-threshold", action="store_true",
-                    help="with --unknown: no change threshold (a pair the classifier reads as none stays none, "
-                         "however large its delta)")
+                    help="with --unknown: no change thresholds (a pair the classifier reads as none stays none, "
+                         "however large its delta or the change inside its roi)")
     sp.add_argument("--keep-operating-point", action="store_true",
                     help="with --unknown: keep the model's none operating point and make only the prototypes and "
                          "thresholds (the operating point needs 20 none pairs; these pairs may hold fewer)")
