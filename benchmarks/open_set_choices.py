@@ -8,10 +8,18 @@ MODEL_DIR: trained with `cde-ros train --skip-actions ...`. Two checks:
    val pairs; AUROC of the left-out action's pairs against the others' for the raw cosine, the
    cosine of centred deltas (the mean delta of the known labels' val pairs subtracted first) and
    1 - the classifier's largest probability over the other actions.
-2. Enrolling the left-out actions from k of their train-split events (seeds as in the open-set
-   benchmark), raw against centred deltas, scored on the val pairs of the left-out actions (never
-   trained on, never used for prototypes or the threshold) and of the known labels; no
-   unknown_change threshold.
+2. Enrolling the left-out actions from k of their train-split events, scored on the val pairs of
+   the left-out actions (never trained on, never used for prototypes or thresholds):
+   a. the space: how often the nearer of the two left-out actions' k-example prototypes is the
+      right one, in the projected delta space and in the backbone's global-token delta space
+      (10 draws);
+   b. the rule that names the model's unknown_change answers (each val event with the
+      manipulated fixture's recorded box as its roi; MODEL_DIR calibrated with --sim-rois), in
+      the backbone's space: the nearest enrolled prototype above its own leave-one-out threshold
+      (the rule before), nearer than `none`'s backbone prototype, or nearer than every known
+      label's (the rule chosen); the left-out actions right, the other left-out action taken for
+      the first when that is enrolled alone, and the failed manipulations answered an enrolled
+      action (3 draws, as in the open-set benchmark).
 """
 from __future__ import annotations
 
@@ -24,7 +32,7 @@ import torch
 from cde_ros.data.pairing import PairingConfig
 from cde_ros.model.inference import predict_pairs
 from cde_ros.model.network import CausalDeltaModel
-from cde_ros.model.prototypes import Prototypes, auroc, prototype, unit
+from cde_ros.model.prototypes import UNKNOWN, auroc, prototype, roi_changes_of, unit
 from cde_ros.training.simbench import read_split
 
 
@@ -60,27 +68,73 @@ def main(data: Path, model_dir: Path) -> None:
               f"  mean {np.mean(res):.3f}")
     # 2. enrolling the left-out actions
     pool = read_split(data, "train", model.preprocessing, pc, cache)
-    pool = pool.subset(np.flatnonzero(np.isin(pool.actions, held)))
-    _, pool_d = predict_pairs(model, pool)
+    keep = np.flatnonzero(np.isin(pool.actions, held))
+    pool = pool.subset(keep)
     pool_a = np.array(pool.actions)
-    for centred in (False, True):
-        mu = d[known].mean(0) if centred else 0.0
-        known_vectors = [prototype(d[known & (truth == a)] - mu) for a in actions]
+    spaces = {"projected": (d, predict_pairs(model, pool)[1])}
+    spaces["backbone"] = (backbone_deltas(model, val), backbone_deltas(model, pool))
+    new = ~known
+    # 2a. the space: the two left-out actions told apart by the nearer k-example prototype
+    for name, (x, xp) in spaces.items():
+        row = []
         for k in (1, 5, 10):
-            scores = []
+            hits = []
+            for seed in range(10):
+                rng = np.random.default_rng(seed)
+                vecs = np.stack([prototype(xp[rng.choice(np.flatnonzero(pool_a == a), k, replace=False)]) for a in held])
+                hits.append(np.mean(np.array(held)[(unit(x[new]) @ vecs.T).argmax(1)] == truth[new]))
+            row.append(np.mean(hits))
+        print(f"  enroll space {name:>9}: left-out actions told apart at k = 1 / 5 / 10: "
+              + " / ".join(f"{v:.3f}" for v in row))
+    # 2b. the rule that names the model's unknown_change answers (events with the target's roi)
+    rois = roi_changes_of(model.preprocessing, val.before, val.after, val.target_boxes, val.camera_size)
+    base = np.array(model.prototypes.decide(list(picks), d, roi_changes=rois)[0])
+    unknown = base == UNKNOWN
+    x, xp = spaces["backbone"]
+    labels_bb = [a for a in model.labels if np.any(known & (truth == a))]
+    known_bb = np.stack([prototype(x[known & (truth == a)]) for a in labels_bb])
+    print(f"  the rule answers {np.mean(unknown[new]):.2f} of the left-out val pairs unknown_change")
+    for rule in ("own thresholds", "against none", "against all"):
+        for k in (1, 5, 10):
+            right, taken, failed = [], [], []
             for seed in range(3):
-                enrolled = []
-                for a in held:
-                    idx = np.flatnonzero(pool_a == a)
-                    pick = np.random.default_rng([seed, k, 23]).choice(idx, size=min(k, len(idx)), replace=False)
-                    enrolled.append(prototype(pool_d[pick] - mu))
-                # the model's own rule (no unknown_change threshold) on the (centred) deltas
-                protos = Prototypes(actions + held, np.stack(known_vectors + enrolled), {}, enrolled=held)
-                answers = np.array(protos.decide(list(picks), d - mu, None)[0])
-                scores.append((np.mean(answers[~known] == truth[~known]), np.mean(answers[known] == truth[known])))
-            s = np.mean(scores, 0)
-            print(f"  enroll {'centred' if centred else 'raw':>7} k={k:>2}: left-out actions {s[0]:.3f}, "
-                  f"known labels {s[1]:.3f}")
+                rng = np.random.default_rng([seed, k, 23])
+                picked = {a: rng.choice(np.flatnonzero(pool_a == a), k, replace=False) for a in held}
+
+                def answers(enrolled: list[str]) -> np.ndarray:
+                    vecs = np.stack([prototype(xp[picked[a]]) for a in enrolled])
+                    own = [leave_one_out(xp[picked[a]]) for a in enrolled]
+                    se, sk = unit(x) @ vecs.T, unit(x) @ known_bb.T
+                    out = base.copy()
+                    for i in np.flatnonzero(unknown):
+                        j = int(se[i].argmax())
+                        if rule == "own thresholds" and own[j] is not None and se[i, j] < own[j]:
+                            continue
+                        if rule == "against none" and sk[i, labels_bb.index("none")] > se[i, j]:
+                            continue
+                        if rule == "against all" and sk[i].max() > se[i, j]:
+                            continue
+                        out[i] = enrolled[j]
+                    return out
+
+                both, alone = answers(held), answers(held[:1])
+                right.append(np.mean(both[new] == truth[new]))
+                taken.append(np.mean(alone[truth == held[1]] == held[0]))
+                failed.append(np.mean(np.isin(both[truth == "none"], held)))
+            print(f"  enroll rule {rule:>14} k={k:>2}: left-out actions right {np.mean(right):.3f}; "
+                  f"{held[1]} taken for {held[0]} enrolled alone {np.mean(taken):.3f}; failed manipulations "
+                  f"answered an enrolled action {np.mean(failed):.3f}")
+
+
+def backbone_deltas(model, pairs) -> np.ndarray:
+    return predict_pairs(model, pairs, backbone=True)[2]
+
+
+def leave_one_out(x: np.ndarray) -> float | None:
+    """The lowest similarity of one example to the prototype of the others (the rule before)."""
+    if len(x) < 2:
+        return None
+    return float(min(prototype(np.delete(x, j, 0)) @ unit(x)[j] for j in range(len(x))))
 
 
 if __name__ == "__main__":

@@ -395,11 +395,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    """Add an action from a few recorded events as a prototype in delta space (no retraining)."""
+    """Add an action from a few recorded events as a prototype in the backbone's delta space (no
+    retraining)."""
     import numpy as np
 
     from .model.network import CausalDeltaModel
-    from .model.prototypes import classifier_picks, enroll
+    from .model.prototypes import classifier_outputs, enroll
 
     model, meta = CausalDeltaModel.load(args.model)
     pairs, _ = _pairs_for_model(args, meta, model.preprocessing, progress=not args.quiet)
@@ -409,16 +410,18 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     if not len(mine):
         _fail(f"no event of {', '.join(map(str, args.bags))} is labelled {args.action!r} (labels found: "
               f"{', '.join(sorted(set(pairs.actions)))}); label them in the recording or with --labels CSV")
-    _, deltas = classifier_picks(model, pairs.subset(mine))
+    if model.prototypes is None:
+        _fail("the model has no prototypes of its own actions yet; make them first with cde-ros calibrate MODEL "
+              "VALIDATION_BAGS --unknown")
+    _, _, _, backbone = classifier_outputs(model, pairs.subset(mine))
     old_id = meta["model_id"]
     try:
-        p = enroll(model, deltas, args.action, source=f"{len(mine)} events of " + ", ".join(map(str, args.bags)))
+        p = enroll(model, backbone, args.action, source=f"{len(mine)} events of " + ", ".join(map(str, args.bags)))
     except ValueError as exc:
         _fail(str(exc))
-    own = p["own_thresholds"].get(args.action)
-    _log(f"enrolled {args.action!r} from {len(mine)} events; the model's prototypes: {', '.join(p['labels'])}; "
-         + (f"its own threshold: cosine {own:.3f} (the model's {p['unknown_threshold']:.3f})" if own is not None and
-            p["unknown_threshold"] is not None and own < p["unknown_threshold"] else "the model's threshold applies"))
+    _log(f"enrolled {args.action!r} from {len(mine)} events; enrolled actions: {', '.join(p['enrolled'])}; an "
+         f"unknown_change whose backbone delta is closer to one of them than to any of "
+         f"{', '.join(model.labels)} is answered with it")
     out = Path(args.out) if args.out else Path(args.model)
     if args.out:
         _check_out_dir(out, args.overwrite, False)
@@ -703,8 +706,8 @@ def build_parser() -> argparse.ArgumentParser:
     topics(sp)
     sp.set_defaults(func=cmd_calibrate)
 
-    sp = sub.add_parser("enroll", help="add a new action from a few recorded events (a prototype in delta space; "
-                                       "no retraining)")
+    sp = sub.add_parser("enroll", help="add a new action from a few recorded events (a prototype in the backbone's "
+                                       "delta space that names unknown changes; no retraining)")
     sp.add_argument("model", help="model directory with prototypes (calibrate --unknown); rewritten unless --out")
     sp.add_argument("bags", nargs="+", help="recordings holding events labelled with the new action")
     sp.add_argument("--action", required=True, help="the new action's name; its labelled events are the examples")

@@ -858,3 +858,44 @@ def test_a_change_far_from_every_known_action_is_answered_unknown_change(harness
     assert r["status"] == "ok" and r["action"] == "unknown_change" and r["verified"] is False
     assert r["model"] == model_id and set(r["similarity"]) == set(actions)
     assert all(-1 <= v <= 1 for v in r["similarity"].values()) and 0 <= r["confidence"] <= 1
+
+
+def test_an_action_enrolled_into_the_models_directory_names_the_change_after_a_reconfigure(harness_factory,
+                                                                                          tiny_model, tmp_path):
+    """`cde-ros enroll` rewrites the model directory; the node loads it again on cleanup and
+    configure and answers the enrolled action (verified when it was commanded) under the new id."""
+    import torch
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from cde_ros.model.network import CausalDeltaModel
+    from cde_ros.model.prototypes import Prototypes, enroll
+
+    model, meta = CausalDeltaModel.load(tiny_model)
+    with torch.no_grad():  # the classifier never reads `none` here: every pair is a change
+        model.classifier.bias[model.labels.index("none")] = -100.0
+    actions = [a for a in model.labels if a != "none"]
+    rng = np.random.default_rng(0)
+    # every change is far from what the model knows (a threshold no similarity reaches)
+    model.prototypes = Prototypes(actions, rng.normal(size=(len(actions), model.config.embed_dim)),
+                                  {a: 1 for a in actions}, threshold=1.0, backbone_labels=list(model.labels),
+                                  backbone_vectors=rng.normal(size=(len(model.labels), model.backbone.dim)))
+    first_id = model.save(tmp_path / "m", meta)
+    h = harness_factory({"model_dir": str(tmp_path / "m"), "device": "cpu"})
+    frames_and_event(h, "novel", 10.0, "open")
+    r = h.result("novel")
+    assert r["action"] == "unknown_change" and r["model"] == first_id
+    # enroll `wipe` from this very pair (the frames Harness.frame published)
+    before, after = (np.full((24, 32, 3), ((r[k]["sec"] * S + r[k]["nanosec"]) // 10**8) % 255, np.uint8)
+                     for k in ("before_stamp", "after_stamp"))
+    with torch.no_grad():
+        out = model(*model.preprocessing.prepare_pairs([before], [after]))
+    enroll(model, out.backbone_delta.numpy(), "wipe", source="the node test's pair")
+    enrolled_id = model.save(tmp_path / "m", meta)
+    assert enrolled_id != first_id
+    for step in ("deactivate", "cleanup", "configure", "activate"):
+        assert getattr(h.node, f"trigger_{step}")() == TransitionCallbackReturn.SUCCESS, step
+    h._wait_matched()
+    frames_and_event(h, "wiped", 10.0, "wipe")  # the same frames again
+    r = h.result("wiped")
+    assert r["status"] == "ok" and r["action"] == "wipe" and r["verified"] is True and r["model"] == enrolled_id
+    assert r["similarity"]["wipe"] == pytest.approx(1.0, abs=1e-3)  # in the backbone's delta space

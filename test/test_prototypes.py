@@ -11,14 +11,22 @@ from conftest import run_cli
 
 from cde_ros.model.network import CausalDeltaModel, ModelFileError
 from cde_ros.model.prototypes import (FILE, UNKNOWN, Prototypes, auroc, choose_change_threshold,
-                                      choose_roi_change_threshold, choose_threshold, enroll, from_pairs, leave_one_out,
-                                      prototype, roi_changes_of)
+                                      choose_roi_change_threshold, choose_threshold, enroll, from_pairs, prototype,
+                                      roi_changes_of)
 from cde_ros.model.where import roi_change
 
 
 def _axes(*names: str) -> Prototypes:
     """Prototypes along the first unit axes of R^4."""
     return Prototypes(list(names), np.eye(4, dtype=np.float32)[:len(names)], {n: 3 for n in names})
+
+
+def _wipe(**kw) -> Prototypes:
+    """open and close along the first axes of R^4; in a backbone space of R^3, open, close and
+    none along its axes and `wipe` enrolled between close and none's negative."""
+    bb = np.array([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [0, 1, -1]], np.float32)
+    return Prototypes(["open", "close"], np.eye(4, dtype=np.float32)[:2], {}, enrolled=["wipe"],
+                      backbone_labels=["open", "close", "none", "wipe"], backbone_vectors=bb, **kw)
 
 
 def test_a_prototype_is_the_unit_mean_of_unit_examples():
@@ -31,19 +39,29 @@ def test_a_prototype_is_the_unit_mean_of_unit_examples():
     assert protos.labels == ["open", "close"] and protos.counts == {"open": 2, "close": 1}  # `none` has none
 
 
-def test_the_rule_keeps_none_flags_far_changes_and_lets_a_closer_enrolled_action_win():
+def test_the_rule_keeps_none_flags_far_changes_and_lets_an_enrolled_action_name_them():
     p = _axes("open", "close")
     deltas = np.array([[1.0, 0.1, 0, 0], [0.05, 0.05, 1, 0], [1, 0, 0, 0]])
     answers, sims = p.decide(["open", "open", "none"], deltas, threshold=0.5)
     assert answers == ["open", UNKNOWN, "none"]  # the second points nowhere known; none stays none
     assert sims.shape == (3, 2) and sims[0, 0] > 0.99
     assert p.decide(["open", "open", "none"], deltas, threshold=None)[0] == ["open", "open", "none"]
-    # an enrolled `wipe` along the third axis takes the pair it is closest to, not the others
-    p = Prototypes(["open", "close", "wipe"], np.eye(4, dtype=np.float32)[:3], {}, enrolled=["wipe"], threshold=0.5)
-    assert p.decide(["open", "open", "close"], np.array([[0.1, 0, 1, 0], [1, 0, 0.2, 0], [0, 0, 0, 1.0]]))[0] == [
-        "wipe", "open", UNKNOWN]
+    # an enrolled `wipe` names the unknown changes whose backbone delta is nearest its prototype;
+    # it never takes a known answer, and a change nearer a known label's or none's stays unknown
+    w = _wipe(threshold=0.5)
+    deltas = np.array([[1.0, 0, 0, 0], [0, 0, 1, 0], [0, 0, 1, 0], [0, 0, 1, 0]])
+    backbone = np.array([[0, 1, -1.0], [0, 1, -0.9], [0, 1, 0.2], [0, 0, 1.0]])
+    assert w.decide(["open"] * 4, deltas, backbone_deltas=backbone)[0] == ["open", "wipe", UNKNOWN, UNKNOWN]
+    assert w.enrolled_similarities(backbone).shape == (4, 1)
+    with pytest.raises(ValueError, match="backbone deltas"):
+        w.decide(["open"] * 4, deltas)
     with pytest.raises(ValueError, match="no prototype"):
         Prototypes(["open"], np.eye(4)[:1], {}, enrolled=["wipe"])
+    with pytest.raises(ValueError, match="classifier labels"):
+        Prototypes(["open"], np.eye(4)[:1], {}, enrolled=["open"], backbone_labels=["open"],
+                   backbone_vectors=np.eye(3)[:1])
+    with pytest.raises(ValueError, match="backbone prototype labels"):
+        Prototypes(["open"], np.eye(4)[:1], {}, backbone_labels=["open", "none"], backbone_vectors=np.eye(3)[:1])
     with pytest.raises(ValueError, match="in \\[-1, 1\\]"):
         Prototypes(["open"], np.eye(4)[:1], {}, threshold=2.0)
 
@@ -77,10 +95,10 @@ def test_a_pair_read_as_none_with_a_long_delta_is_a_change_an_enrolled_action_ma
     assert p.decide(picks, deltas, threshold=None)[0] == ["none", UNKNOWN, UNKNOWN, "open"]
     off = Prototypes(["open", "close"], np.eye(4, dtype=np.float32)[:2], {}, threshold=0.5)
     assert off.decide(picks, deltas)[0] == ["none", "none", "none", "open"]  # no change threshold: as before
-    wipe = Prototypes(["open", "close", "wipe"], np.eye(4, dtype=np.float32)[:3], {}, enrolled=["wipe"],
-                      threshold=0.5, change_threshold=1.0)
-    # the enrolled action is the only candidate of a long none: it wins where it is close enough
-    assert wipe.decide(picks, deltas)[0] == ["none", "wipe", UNKNOWN, "open"]
+    wipe = _wipe(threshold=0.5, change_threshold=1.0)
+    # a long none is an unknown change, which the enrolled action names where it is the nearest
+    backbone = np.array([[0, 1, -1.0], [0, 1, -1.0], [0, 0, 1.0], [1.0, 0, 0]])
+    assert wipe.decide(picks, deltas, backbone_deltas=backbone)[0] == ["none", "wipe", UNKNOWN, "open"]
     with pytest.raises(ValueError, match="delta length"):
         Prototypes(["open"], np.eye(4)[:1], {}, change_threshold=-1.0)
 
@@ -124,10 +142,10 @@ def test_a_pair_read_as_none_that_changed_inside_its_roi_is_a_change(tmp_path):
     assert p.decide(picks, deltas)[0] == ["none", "none", "none", "none", UNKNOWN]  # no rois: as before
     off = Prototypes(["open", "close"], np.eye(4, dtype=np.float32)[:2], {}, threshold=0.5, change_threshold=1.0)
     assert off.decide(picks, deltas, roi_changes=rois)[0] == ["none"] * 4 + [UNKNOWN]  # no roi threshold
-    wipe = Prototypes(["open", "close", "wipe"], np.eye(4, dtype=np.float32)[:3], {}, enrolled=["wipe"],
-                      threshold=0.5, roi_change_threshold=20.0)
-    # an enrolled action may take a pair the roi says changed
-    assert wipe.decide(["none"], [[0, 0, 0.1, 0]], roi_changes=[30.0])[0] == ["wipe"]
+    wipe = _wipe(threshold=0.5, roi_change_threshold=20.0)
+    # an enrolled action may name a pair the roi says changed
+    assert wipe.decide(["none"], [[0, 0, 0.1, 0]], roi_changes=[30.0], backbone_deltas=[[0, 1, -1.0]])[0] == ["wipe"]
+    assert wipe.decide(["none"], [[0, 0, 0.1, 0]], roi_changes=[10.0])[0] == ["none"]
     assert p.digest() != off.digest()
     p.save(tmp_path / FILE)
     again = Prototypes.load(tmp_path / FILE, p.meta())
@@ -156,36 +174,36 @@ def test_the_roi_change_threshold_keeps_the_none_pairs_share():
     assert chosen["validation"]["accuracy"]["with"] == pytest.approx(0.9)  # the 2 none pairs above it
 
 
-def test_an_enrolled_action_has_its_own_looser_threshold_from_its_examples():
+def test_enrolling_adds_a_backbone_prototype_that_names_unknown_changes():
     class Model:
         labels = ["open", "close", "none"]
-        prototypes = Prototypes(["open", "close"], np.eye(4, dtype=np.float32)[:2], {}, threshold=0.8)
+        prototypes = Prototypes(["open", "close"], np.eye(4, dtype=np.float32)[:2], {}, threshold=0.8,
+                                backbone_labels=["open", "close", "none"], backbone_vectors=np.eye(3)[:3])
 
     m = Model()
-    # five wipe examples around the third axis, four of them 0.6 rad off it
-    sn, cs = np.sin(0.6), np.cos(0.6)
-    ex = np.array([[sn, 0, cs, 0], [0, sn, cs, 0], [0, 0, cs, sn], [0, 0, cs, -sn], [0, 0, 1.0, 0]])
-    enroll(m, ex, "wipe")
-    own = m.prototypes.own_thresholds["wipe"]
-    assert own == pytest.approx(leave_one_out(ex)) and own < 0.8  # looser than the model-wide 0.8
-    w = m.prototypes.vectors[2]
-    c = (own + 0.8) / 2  # a pair between the two thresholds: as close to wipe as its examples are
-    pair = (c * w + np.sqrt(1 - c * c) * np.eye(4)[3])[None]
-    assert float(m.prototypes.similarities(pair)[0, 2]) == pytest.approx(c, abs=1e-5)
-    assert m.prototypes.decide(["open"], pair)[0] == ["wipe"]
-    strict = Prototypes(m.prototypes.labels, m.prototypes.vectors, {}, ["wipe"], threshold=0.8)
-    assert strict.decide(["open"], pair)[0] == [UNKNOWN]  # with the model-wide threshold alone
-    c = own - 0.05  # farther than any of its examples: unknown_change
-    far = (c * w + np.sqrt(1 - c * c) * np.eye(4)[3])[None]
-    assert m.prototypes.decide(["open"], far)[0] == [UNKNOWN]
-    assert m.prototypes.decide(["open"], pair, threshold=None)[0] == ["wipe"]
-    assert leave_one_out(ex[:1]) is None
-    one = Model()
-    enroll(one, ex[:1], "wipe")  # one example: the model-wide threshold only
-    assert one.prototypes.own_thresholds == {}
-    assert m.prototypes.digest() != strict.digest()
-    with pytest.raises(ValueError, match="not enrolled"):
-        Prototypes(["open"], np.eye(4)[:1], {}, own_thresholds={"wipe": 0.1})
+    before = m.prototypes.digest()
+    # three wipe examples around (1, 1, -1) in the backbone's space
+    ex = np.array([[1.0, 1, -1], [1.2, 0.9, -1], [0.9, 1.1, -0.8]])
+    meta = enroll(m, ex, "wipe", source="three events")
+    p = m.prototypes
+    assert p.enrolled == ["wipe"] and p.backbone_labels[-1] == "wipe" and p.counts["wipe"] == 3
+    assert np.allclose(p.backbone_vectors[-1], prototype(ex)) and meta["enrolled_from"]["wipe"] == "three events"
+    assert "enroll_rule" in meta and p.digest() != before and p.labels == ["open", "close"]  # the classifier's
+    # a delta far from both actions' prototypes: unknown_change, named wipe where its backbone delta is
+    far = np.array([[0, 0, 1.0, 0]] * 2)
+    assert p.decide(["open", "open"], far, backbone_deltas=[[1, 1, -1.0], [0, 0, 1.0]])[0] == ["wipe", UNKNOWN]
+    again = enroll(m, ex[:1], "wipe")  # enrolled again: replaced, not added twice
+    assert m.prototypes.backbone_labels.count("wipe") == 1 and again["counts"]["wipe"] == 1
+    with pytest.raises(ValueError, match="dimensions"):
+        enroll(m, np.ones((2, 5)), "stir")
+    with pytest.raises(ValueError, match="cannot be an enrolled action"):
+        enroll(m, ex, UNKNOWN)
+    with pytest.raises(ValueError, match="no example pairs"):
+        enroll(m, np.zeros((0, 3)), "stir")
+    old = Model()
+    old.prototypes = Prototypes(["open", "close"], np.eye(4, dtype=np.float32)[:2], {}, threshold=0.8)
+    with pytest.raises(ValueError, match="older cde_ros"):  # prototypes made before the backbone's
+        enroll(old, ex, "wipe")
 
 
 def test_the_change_threshold_keeps_the_none_pairs_share_and_counts_what_it_catches():
@@ -219,13 +237,17 @@ def test_prototypes_are_saved_beside_the_weights_and_named_by_the_model_id(tmp_p
     d = model.config.embed_dim
     plain_id = model.save(tmp_path / "plain", meta)
     rng = np.random.default_rng(1)
-    model.prototypes = Prototypes(["open", "close"], rng.normal(size=(2, d)), {"open": 4, "close": 5}, threshold=0.2)
+    b = model.backbone.dim
+    model.prototypes = Prototypes(["open", "close"], rng.normal(size=(2, d)), {"open": 4, "close": 5}, threshold=0.2,
+                                  backbone_labels=list(model.labels), backbone_vectors=rng.normal(size=(len(model.labels), b)))
     with_id = model.save(tmp_path / "p", meta)
     assert with_id != plain_id and (tmp_path / "p" / FILE).is_file()
     loaded, m2 = CausalDeltaModel.load(tmp_path / "p")
     assert m2["model_id"] == with_id and m2["prototypes"]["labels"] == ["open", "close"]
     assert np.allclose(loaded.prototypes.vectors, model.prototypes.vectors) and loaded.prototypes.threshold == 0.2
-    enroll(loaded, rng.normal(size=(3, d)), "wipe", source="test")
+    assert np.allclose(loaded.prototypes.backbone_vectors, model.prototypes.backbone_vectors)
+    assert m2["prototypes"]["backbone_labels"] == list(model.labels)
+    enroll(loaded, rng.normal(size=(3, b)), "wipe", source="test")
     enrolled_id = loaded.save(tmp_path / "p", m2)
     assert enrolled_id not in (with_id, plain_id)
     again, m3 = CausalDeltaModel.load(tmp_path / "p")
@@ -263,11 +285,23 @@ def test_prototypes_are_saved_beside_the_weights_and_named_by_the_model_id(tmp_p
     broken("cut", lambda f: f.write_bytes(f.read_bytes()[:50]))
     broken("wide", lambda f: save_file({"vectors": np.ones((2, d + 3), np.float32)}, str(f)))
     broken("nan", lambda f: save_file({"vectors": np.full((2, d), np.nan, np.float32)}, str(f)))
+    broken("no_backbone", lambda f: save_file({"vectors": np.ones((2, d), np.float32)}, str(f)))
+    broken("wide_backbone", lambda f: save_file({"vectors": np.ones((2, d), np.float32),
+                                                 "backbone": np.ones((len(model.labels), b + 1), np.float32)}, str(f)))
     broken("labels", labels=["open"])
     broken("repeat", labels=["open", "open"])
     broken("threshold", unknown_threshold="high")
     broken("threshold_nan", unknown_threshold=float("nan"))
     broken("enrolled", enrolled=["wipe"])
+    # enrolled by a cde_ros that kept enrolled actions in the projected space: says how to redo it
+    old_style = tmp_path / "old_style"
+    shutil.copytree(good, old_style)
+    m_old = dict(m_good)
+    m_old["prototypes"] = {**{k: v for k, v in m_good["prototypes"].items() if k != "backbone_labels"},
+                           "labels": ["open", "close", "wipe"], "enrolled": ["wipe"], "own_thresholds": {}}
+    (old_style / "model.json").write_text(json.dumps(m_old))
+    with pytest.raises(ModelFileError, match="enroll the actions again"):
+        CausalDeltaModel.load(old_style)
     with pytest.raises(ValueError, match="one of the classifier's labels"):
         enroll(model, rng.normal(size=(3, d)), "open")
 
@@ -308,8 +342,12 @@ def test_calibrate_unknown_and_enroll_on_recorded_events(tmp_path, tiny_model):
                               str(tmp_path / "labels.csv"), "--no-cache", "--out", str(tmp_path / "e"),
                               "--quiet").stdout.strip().splitlines()[-1])
     assert done["examples"] == 10 and done["previous_model_id"] == meta["model_id"] != done["model_id"]
-    own = json.loads((tmp_path / "e" / "model.json").read_text())["prototypes"]["own_thresholds"]
-    assert set(own) == {"wipe"} and -1 <= own["wipe"] <= 1  # ten examples: a leave-one-out threshold of its own
+    pe = json.loads((tmp_path / "e" / "model.json").read_text())["prototypes"]
+    # the classifier's labels (none too) have backbone prototypes from calibrate; wipe's comes after them
+    labels = json.loads((model / "model.json").read_text())["labels"]
+    assert pe["backbone_labels"][-1] == "wipe" and "none" in pe["backbone_labels"]
+    assert pe["backbone_labels"][:-1] == [a for a in labels if a in pe["backbone_labels"]]
+    assert pe["counts"]["wipe"] == 10 and "enroll_rule" in pe
     predictor = Predictor(tmp_path / "e", device="cpu")
     assert predictor.model_id == done["model_id"] and predictor.model.prototypes.enrolled == ["wipe"]
     pairs = generate_pairs("val", 12, SceneConfig(), seed=5)

@@ -34,19 +34,24 @@ def pick_device(device: str = "auto") -> torch.device:
 
 @torch.inference_mode()
 def predict_pairs(model, pairs: PairSet, device: torch.device | str = "cpu", batch_size: int = 256,
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  backbone: bool = False) -> tuple[np.ndarray, ...]:
     """(raw logits N x C, aggregated delta N x D) for a PairSet; `model.decide` turns the logits
-    into the model's predictions."""
+    into the model's predictions. `backbone`: also the backbone's global-token deltas (N x B),
+    the space of enrolled actions' prototypes."""
     model.eval()
     pre = model.preprocessing
     device = torch.device(device)
-    logits, deltas = [], []
+    logits, deltas, bb = [], [], []
     for i in range(0, len(pairs), batch_size):
         b, a = pre.prepare_pairs(pairs.before[i:i + batch_size], pairs.after[i:i + batch_size])
         b, a = b.to(device), a.to(device)
         out = model(b, a)
         logits.append(out.logits.float().cpu().numpy())
         deltas.append(out.delta.float().cpu().numpy())
+        if backbone:
+            bb.append(out.backbone_delta.float().cpu().numpy())
+    if backbone:
+        return np.concatenate(logits), np.concatenate(deltas), np.concatenate(bb)
     return np.concatenate(logits), np.concatenate(deltas)
 
 
@@ -235,8 +240,11 @@ class Predictor:
             # the prototype rule (cde_ros.model.prototypes): an enrolled action or unknown_change
             # may replace the classifier's action; its confidence is then the classifier's
             # probability that something changed (1 - p(none))
-            answers, sims = protos.decide([action], delta[None], roi_changes=[change_in_roi])
+            bd = None if out.backbone_delta is None else out.backbone_delta[j].float().cpu().numpy()[None]
+            answers, sims = protos.decide([action], delta[None], roi_changes=[change_in_roi], backbone_deltas=bd)
             similarity = {a: float(v) for a, v in zip(protos.labels, sims[0])}
+            if protos.enrolled and bd is not None:  # the enrolled actions': in the backbone's delta space
+                similarity.update(zip(protos.enrolled, map(float, protos.enrolled_similarities(bd)[0])))
             if answers[0] != action:
                 action = answers[0]
                 confidence = 1.0 - float(probs[self.labels.index(NONE)]) if NONE in self.labels else 1.0

@@ -229,6 +229,9 @@ class Encoding:
 
     glob: torch.Tensor  # B x D
     patches: torch.Tensor  # B x N x D
+    # the backbone's global token before the projector (B x backbone dim): enrolled actions'
+    # prototypes live in its delta space (`cde_ros.model.prototypes`)
+    backbone: torch.Tensor | None = None
 
 
 @dataclass
@@ -238,6 +241,7 @@ class DeltaOutput:
     topk_delta: torch.Tensor | None  # B x K x D (patch head)
     topk_index: torch.Tensor | None  # B x K patch indices (patch head)
     patch_deltas: torch.Tensor | None = None  # B x N x D, every patch's delta (patch head)
+    backbone_delta: torch.Tensor | None = None  # B x backbone dim: the backbone's global-token delta
 
 
 class CausalDeltaModel(nn.Module):
@@ -290,8 +294,8 @@ class CausalDeltaModel(nn.Module):
         """The causal projector on the backbone's tokens (training with a frozen backbone feeds
         cached tokens here)."""
         if self.config.head == "patch":
-            return Encoding(self.projector(glob), self.projector(patches))
-        return Encoding(self.projector(glob), patches[:, :0])  # patch tokens are not needed
+            return Encoding(self.projector(glob), self.projector(patches), glob)
+        return Encoding(self.projector(glob), patches[:, :0], glob)  # patch tokens are not needed
 
     def head_parameters(self) -> list[nn.Parameter]:
         """Everything but the backbone: projector, patch scorer, classifier."""
@@ -299,6 +303,12 @@ class CausalDeltaModel(nn.Module):
         return [p for p in self.parameters() if id(p) not in backbone]
 
     def head(self, before: Encoding, after: Encoding) -> DeltaOutput:
+        out = self._head(before, after)
+        if before.backbone is not None and after.backbone is not None:
+            out.backbone_delta = after.backbone - before.backbone
+        return out
+
+    def _head(self, before: Encoding, after: Encoding) -> DeltaOutput:
         head = self.config.head
         if head == "patch":
             deltas = after.patches - before.patches  # B x N x D
@@ -322,8 +332,8 @@ class CausalDeltaModel(nn.Module):
         # one backbone pass over both views (batch norm layers see the same statistics)
         enc = self.encode(torch.cat([before, after], 0))
         n = before.shape[0]
-        b = Encoding(enc.glob[:n], enc.patches[:n])
-        a = Encoding(enc.glob[n:], enc.patches[n:])
+        b = Encoding(enc.glob[:n], enc.patches[:n], enc.backbone[:n])
+        a = Encoding(enc.glob[n:], enc.patches[n:], enc.backbone[n:])
         return self.head(b, a)
 
     # ------------------------------------------------------------------------------ files
@@ -421,6 +431,10 @@ class CausalDeltaModel(nn.Module):
             if model.prototypes.vectors.shape[1:] != (config.embed_dim,):
                 raise ModelFileError(f"{d / PROTOTYPES_FILE} holds vectors of shape {model.prototypes.vectors.shape}, "
                                      f"the model's deltas have {config.embed_dim} dimensions")
+            bb = model.prototypes.backbone_vectors
+            if bb is not None and bb.shape[1:] != (model.backbone.dim,):
+                raise ModelFileError(f"{d / PROTOTYPES_FILE} holds backbone prototypes of shape {bb.shape}, the "
+                                     f"model's backbone tokens have {model.backbone.dim} dimensions")
         model.eval()
         return model, meta
 

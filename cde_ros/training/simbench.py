@@ -827,12 +827,13 @@ def open_set(data: Path, model_dir: Path, out: Path, ks: tuple[int, ...] = ENROL
     --unknown`). On the held-out combinations and object classes: how the rule separates the
     left-out actions from the known ones; then each left-out action is enrolled from k of its
     events of the `train` split (which the training left out; seeds draw them) and both kinds of
-    action are scored. Writes `open_set_<model dir name>.md`, `.json` and `.png` into `out`."""
-    from copy import deepcopy
+    action are scored, with the failed manipulations answered an enrolled action and (each
+    left-out action enrolled alone) the other left-out actions' pairs answered with it. Writes `open_set_<model dir name>.md`, `.json` and `.png` into `out`."""
+    from types import SimpleNamespace
 
     from ..data.pairing import PairingConfig
     from ..model.network import CausalDeltaModel
-    from ..model.prototypes import classifier_outputs, classifier_picks, enroll, roi_changes_of
+    from ..model.prototypes import classifier_outputs, enroll, roi_changes_of
 
     model, meta = CausalDeltaModel.load(model_dir)
     held_out = set(meta.get("skipped_actions") or [])
@@ -846,16 +847,16 @@ def open_set(data: Path, model_dir: Path, out: Path, ks: tuple[int, ...] = ENROL
     tests = {}
     for name in OPEN_SET_TESTS:
         pairs = read_split(data, name, pre, pairing, cache_dir, log)
-        picks, deltas, probs = classifier_outputs(model, pairs)
+        picks, deltas, probs, backbone = classifier_outputs(model, pairs)
         actions = [i for i, a in enumerate(model.labels) if a != "none"]
         # each event sent with the manipulated fixture's box as its roi (what a planner knows)
         rois = None
         if getattr(pairs, "camera_size", None) and any(pairs.target_boxes):
             rois = roi_changes_of(pre, pairs.before, pairs.after, pairs.target_boxes, pairs.camera_size)
-        tests[name] = (pairs.actions, picks, deltas, probs[:, actions].max(1), rois)
+        tests[name] = (pairs.actions, picks, deltas, probs[:, actions].max(1), rois, backbone)
     pool = read_split(data, "train", pre, pairing, cache_dir, log)
     pool = pool.subset(np.flatnonzero(np.isin(pool.actions, sorted(held_out))))
-    _, pool_deltas = classifier_picks(model, pool)
+    pool_backbone = classifier_outputs(model, pool)[3]
     result: dict[str, Any] = {"model_dir": str(model_dir), "model_id": meta["model_id"], "data": str(data),
                               "held_out_actions": sorted(held_out), "labels": list(model.labels),
                               # the suite splits it was trained on: the folders of its training bags
@@ -866,7 +867,7 @@ def open_set(data: Path, model_dir: Path, out: Path, ks: tuple[int, ...] = ENROL
                               "change_threshold": model.prototypes.change_threshold,
                               "roi_change_threshold": model.prototypes.roi_change_threshold,
                               "calibration": model.prototypes.info, "splits": {}, "enroll": []}
-    for name, (truth, picks, deltas, msp, rois) in tests.items():
+    for name, (truth, picks, deltas, msp, rois, _) in tests.items():
         result["splits"][name] = m = _open_set_split(model.prototypes, picks, deltas, truth, held_out, msp, rois)
         for how, r in (("", m), (" (events with the target's roi)", m.get("with_roi"))):
             if r is None:
@@ -875,25 +876,46 @@ def open_set(data: Path, model_dir: Path, out: Path, ks: tuple[int, ...] = ENROL
             log(f"{name}{how}: AUROC {m['auroc']:.3f}; held-out actions -> unknown_change {h['unknown_change']:.2f}, "
                 f"none {h['none']:.2f}, a known action {h['known_action']:.2f}; known accuracy "
                 f"{r['known_accuracy']['without']:.3f} -> {r['known_accuracy']['with']:.3f}")
+    held = sorted(held_out)
     for k in ks:
         for seed in seeds:
-            enrolled = deepcopy(model)
-            for action in sorted(held_out):
+            picked = {}
+            for action in held:
                 idx = np.flatnonzero(np.asarray(pool.actions) == action)
-                pick = np.random.default_rng([seed, k, 23]).choice(idx, size=min(k, len(idx)), replace=False)
-                enroll(enrolled, pool_deltas[pick], action, source=f"{len(pick)} train-split events, seed {seed}")
+                picked[action] = np.random.default_rng([seed, k, 23]).choice(idx, size=min(k, len(idx)), replace=False)
+
+            def enrolled_with(actions: list[str]):
+                m = SimpleNamespace(labels=model.labels, prototypes=model.prototypes)  # enroll replaces them
+                for action in actions:
+                    enroll(m, pool_backbone[picked[action]], action,
+                           source=f"{len(picked[action])} train-split events, seed {seed}")
+                return m.prototypes
+
+            every = enrolled_with(held)
+            # each held-out action enrolled alone: the other one's pairs should stay unknown_change
+            alone = {a: enrolled_with([a]) for a in held}
             row = {"k": k, "seed": seed}
-            for name, (truth, picks, deltas, _, rois) in tests.items():
-                new = np.isin(truth, sorted(held_out))
+            for name, (truth, picks, deltas, _, rois, backbone) in tests.items():
+                truth_a = np.asarray(truth)
+                new = np.isin(truth_a, held)
 
-                def scores(answers: list[str]) -> dict[str, float]:
-                    right = np.array(answers) == np.array(truth)
+                def scores(roi_changes) -> dict[str, float]:
+                    ans = np.array(every.decide(picks, deltas, roi_changes=roi_changes, backbone_deltas=backbone)[0])
+                    right = ans == truth_a
+                    # a pair of the left-out action that was not enrolled, answered the enrolled one
+                    others = [np.asarray(alone[a].decide(picks, deltas, roi_changes=roi_changes,
+                                                         backbone_deltas=backbone)[0])[np.isin(truth_a, held) &
+                                                                                       (truth_a != a)] == a
+                              for a in held]
                     return {"held_out_accuracy": _share(right[new]), "known_accuracy": _share(right[~new]),
-                            "accuracy": _share(right)}
+                            "accuracy": _share(right),
+                            # failed manipulations answered an enrolled action: a false success if commanded
+                            "none_as_enrolled": _share(np.isin(ans[truth_a == "none"], held)),
+                            "other_as_enrolled": _share(np.concatenate(others)) if len(held) > 1 else float("nan")}
 
-                row[name] = scores(enrolled.prototypes.decide(picks, deltas)[0])
-                if rois is not None and enrolled.prototypes.roi_change_threshold is not None:
-                    row[name]["with_roi"] = scores(enrolled.prototypes.decide(picks, deltas, roi_changes=rois)[0])
+                row[name] = scores(None)
+                if rois is not None and every.roi_change_threshold is not None:
+                    row[name]["with_roi"] = scores(rois)
             result["enroll"].append(row)
             log(f"enroll k={k} seed {seed}: " + ", ".join(
                 f"{n} held-out {row[n]['held_out_accuracy']:.3f} known {row[n]['known_accuracy']:.3f}" for n in tests))
@@ -960,20 +982,24 @@ def _open_set_markdown(r: dict) -> str:
                          f"{a.get('none_read_as_unknown', float('nan')):.2f} |")
     with_roi = any("with_roi" in e.get(n, {}) for e in r["enroll"] for n in OPEN_SET_TESTS)
     lines += ["", f"Enrolled (`cde-ros enroll`): each held-out action from k of its `train`-split events (never "
-              f"trained on), {len({e['seed'] for e in r['enroll']})} draws; accuracy on the held-out actions' pairs "
-              "and on the known labels' pairs (mean ± std over draws)"
+              f"trained on), {len({e['seed'] for e in r['enroll']})} draws, as a prototype in the backbone's delta "
+              "space that names unknown changes; accuracy on the held-out actions' pairs and on the known labels' "
+              "pairs, the share of the failed manipulations (`none` pairs) answered an enrolled action (a false "
+              "success where it was commanded) and, with each held-out action enrolled alone, the share of the other "
+              "held-out action's pairs answered with it (mean ± std over draws)"
               + ("; rows \"roi\": events sent with the target's roi." if with_roi else "."), "",
-              "| k | comp: held-out | comp: known | syst: held-out | syst: known |", "|---|---|---|---|---|"]
+              "| k | comp: held-out | comp: known | comp: none -> enrolled | comp: other -> enrolled | syst: held-out | "
+              "syst: known | syst: none -> enrolled | syst: other -> enrolled |", "|---|---|---|---|---|---|---|---|---|"]
     for k in sorted({e["k"] for e in r["enroll"]}):
         rows = [e for e in r["enroll"] if e["k"] == k]
         for roi in (False, True) if with_roi else (False,):
             def cell(split: str, key: str) -> str:
-                v = [(e[split]["with_roi"] if roi else e[split])[key] for e in rows]
+                v = [(e[split]["with_roi"] if roi else e[split]).get(key, float("nan")) for e in rows]
                 return f"{np.mean(v):.3f} ± {np.std(v):.3f}"
 
-            lines.append(f"| {k}{', roi' if roi else ''} | {cell('comp', 'held_out_accuracy')} | "
-                         f"{cell('comp', 'known_accuracy')} | {cell('syst', 'held_out_accuracy')} | "
-                         f"{cell('syst', 'known_accuracy')} |")
+            keys = ("held_out_accuracy", "known_accuracy", "none_as_enrolled", "other_as_enrolled")
+            lines.append(f"| {k}{', roi' if roi else ''} | "
+                         + " | ".join(cell(split, key) for split in ("comp", "syst") for key in keys) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -981,11 +1007,14 @@ def _open_set_plot(r: dict, path: Path) -> None:
     from .evaluation import _pyplot
 
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.6), sharey=True)
     ks = sorted({e["k"] for e in r["enroll"]})
     for ax, split, title in zip(axes, OPEN_SET_TESTS, ("held-out combinations", "held-out classes")):
         for key, color, name in (("held_out_accuracy", "tab:orange", "enrolled actions"),
-                                 ("known_accuracy", "tab:blue", "known labels")):
+                                 ("known_accuracy", "tab:blue", "known labels"),
+                                 ("none_as_enrolled", "tab:red", "failed manipulations answered an enrolled action")):
+            if not all(key in e[split] for e in r["enroll"]):
+                continue
             vals = [[e[split][key] for e in r["enroll"] if e["k"] == k] for k in ks]
             ax.errorbar(ks, [np.mean(v) for v in vals], yerr=[np.std(v) for v in vals], marker="o", color=color,
                         label=name, capsize=3)
@@ -996,4 +1025,4 @@ def _open_set_plot(r: dict, path: Path) -> None:
         ax.axhline(r["splits"][split]["known_accuracy"]["without"], color="tab:blue", ls=":", lw=1,
                    label="known labels, nothing enrolled, no unknown rule")
         _k_axis(ax, ks, f"{split}: {title}", "enrolled examples per action")
-    _legend_below_and_save(fig, axes, path, ncol=3, fontsize=8, bottom=0.08)
+    _legend_below_and_save(fig, axes, path, ncol=2, fontsize=8, bottom=0.2)
