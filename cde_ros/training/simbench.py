@@ -771,7 +771,8 @@ ENROLL_KS = (1, 5, 10)
 
 
 def _open_set_split(protos, picks: list[str], deltas: np.ndarray, truth: list[str], held_out: set[str],
-                    msp: np.ndarray, roi_changes: list[float | None] | None = None) -> dict:
+                    msp: np.ndarray, roi_changes: list[float | None] | None = None,
+                    backbone: np.ndarray | None = None) -> dict:
     """What the unknown_change rule does on one test split: AUROC of the novelty score
     (1 - the best cosine to a known action's prototype) for held-out against known actions (and,
     as the usual baseline, of 1 - the classifier's largest action probability, `msp`), and the
@@ -786,7 +787,7 @@ def _open_set_split(protos, picks: list[str], deltas: np.ndarray, truth: list[st
     new = np.isin(truth_a, sorted(held_out))
     known_change = ~new & (truth_a != "none")
     changed = np.array([p != "none" for p in picks])
-    with_rule, _ = protos.decide(picks, deltas)
+    with_rule, _ = protos.decide(picks, deltas, backbone_deltas=backbone)
     without, _ = replace(protos, change_threshold=None).decide(picks, deltas, None)  # neither threshold
     known = ~new
     with_rule, without = np.array(with_rule), np.array(without)
@@ -802,7 +803,7 @@ def _open_set_split(protos, picks: list[str], deltas: np.ndarray, truth: list[st
 
     roi = None
     if roi_changes is not None and protos.roi_change_threshold is not None:
-        roi = answers(np.array(protos.decide(picks, deltas, roi_changes=roi_changes)[0]))
+        roi = answers(np.array(protos.decide(picks, deltas, roi_changes=roi_changes, backbone_deltas=backbone)[0]))
     return {
         "n": len(truth), "held_out_pairs": int(new.sum()), "known_action_pairs": int(known_change.sum()),
         "auroc": auroc(novelty[new], novelty[known_change]),
@@ -867,8 +868,9 @@ def open_set(data: Path, model_dir: Path, out: Path, ks: tuple[int, ...] = ENROL
                               "change_threshold": model.prototypes.change_threshold,
                               "roi_change_threshold": model.prototypes.roi_change_threshold,
                               "calibration": model.prototypes.info, "splits": {}, "enroll": []}
-    for name, (truth, picks, deltas, msp, rois, _) in tests.items():
-        result["splits"][name] = m = _open_set_split(model.prototypes, picks, deltas, truth, held_out, msp, rois)
+    for name, (truth, picks, deltas, msp, rois, backbone) in tests.items():
+        result["splits"][name] = m = _open_set_split(model.prototypes, picks, deltas, truth, held_out, msp, rois,
+                                                     backbone)
         for how, r in (("", m), (" (events with the target's roi)", m.get("with_roi"))):
             if r is None:
                 continue
