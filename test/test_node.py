@@ -837,20 +837,29 @@ def test_hostile_serialized_frames_cost_their_event_not_the_node(harness_factory
     assert h.result("after-cut")["status"] == "ok"
 
 
-def test_a_change_far_from_every_known_action_is_answered_unknown_change(harness_factory, tiny_model, tmp_path):
+def _every_change_unknown(tiny_model, backbone: bool = False):
+    """The tiny model whose classifier never reads `none` (every pair is a change) with
+    prototypes at a threshold no real similarity reaches (every change is far from what the model
+    knows); `backbone`: with backbone prototypes of its labels too, so actions can be enrolled."""
     import torch
 
     from cde_ros.model.network import CausalDeltaModel
     from cde_ros.model.prototypes import Prototypes
 
     model, meta = CausalDeltaModel.load(tiny_model)
-    with torch.no_grad():  # the classifier never reads `none` here: every pair is a change
+    with torch.no_grad():
         model.classifier.bias[model.labels.index("none")] = -100.0
     actions = [a for a in model.labels if a != "none"]
     rng = np.random.default_rng(0)
-    # a threshold no real similarity reaches: every change is far from what the model knows
+    extra = dict(backbone_labels=list(model.labels),
+                 backbone_vectors=rng.normal(size=(len(model.labels), model.backbone.dim))) if backbone else {}
     model.prototypes = Prototypes(actions, rng.normal(size=(len(actions), model.config.embed_dim)),
-                                  {a: 1 for a in actions}, threshold=1.0)
+                                  {a: 1 for a in actions}, threshold=1.0, **extra)
+    return model, meta, actions
+
+
+def test_a_change_far_from_every_known_action_is_answered_unknown_change(harness_factory, tiny_model, tmp_path):
+    model, meta, actions = _every_change_unknown(tiny_model)
     model_id = model.save(tmp_path / "m", meta)
     h = harness_factory({"model_dir": str(tmp_path / "m"), "device": "cpu"})
     frames_and_event(h, "novel", 10.0, "open")
@@ -867,18 +876,9 @@ def test_an_action_enrolled_into_the_models_directory_names_the_change_after_a_r
     import torch
     from rclpy.lifecycle import TransitionCallbackReturn
 
-    from cde_ros.model.network import CausalDeltaModel
-    from cde_ros.model.prototypes import Prototypes, enroll
+    from cde_ros.model.prototypes import enroll
 
-    model, meta = CausalDeltaModel.load(tiny_model)
-    with torch.no_grad():  # the classifier never reads `none` here: every pair is a change
-        model.classifier.bias[model.labels.index("none")] = -100.0
-    actions = [a for a in model.labels if a != "none"]
-    rng = np.random.default_rng(0)
-    # every change is far from what the model knows (a threshold no similarity reaches)
-    model.prototypes = Prototypes(actions, rng.normal(size=(len(actions), model.config.embed_dim)),
-                                  {a: 1 for a in actions}, threshold=1.0, backbone_labels=list(model.labels),
-                                  backbone_vectors=rng.normal(size=(len(model.labels), model.backbone.dim)))
+    model, meta, _ = _every_change_unknown(tiny_model, backbone=True)
     first_id = model.save(tmp_path / "m", meta)
     h = harness_factory({"model_dir": str(tmp_path / "m"), "device": "cpu"})
     frames_and_event(h, "novel", 10.0, "open")
