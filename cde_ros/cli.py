@@ -781,7 +781,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .data.bags import BagError
-    from .model.network import ModelFileError
+    from .model.errors import ModelFileError
     from .sim.gl import GLError
 
     args = build_parser().parse_args(argv)

@@ -28,12 +28,14 @@ def test_core_modules_never_import_rclpy_or_launch():
     assert proc.stdout.strip().endswith("ok")
 
 
-def test_cli_record_works_without_rclpy(tmp_path):
+def test_cli_record_works_without_rclpy_or_torch(tmp_path):
+    """Recording needs no model: the command line answers it without importing torch (seconds
+    per call on a small machine)."""
     code = (
         "import sys\n"
         "class Block:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'rclpy': raise ImportError('blocked')\n"
+        "        if name.split('.')[0] in ('rclpy', 'torch'): raise ImportError('blocked: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
         "from cde_ros.cli import main\n"
         f"sys.exit(main(['record-synthetic', {str(tmp_path / 'bag')!r}, '--events', '1', '--quiet']))\n"

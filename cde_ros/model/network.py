@@ -41,6 +41,7 @@ from torch import nn
 
 from ..core.preprocess import Preprocessing
 from . import decision
+from .errors import ModelFileError
 from .prototypes import FILE as PROTOTYPES_FILE, Prototypes
 
 HEADS = ("global", "patch", "baseline")
@@ -49,10 +50,6 @@ PATCH_STEMS = ("auto", "linear", "conv")
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 FORMAT_VERSION = 1
-
-
-class ModelFileError(RuntimeError):
-    """A model directory that is missing, incomplete or does not match its description."""
 
 
 @dataclass

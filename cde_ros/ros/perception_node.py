@@ -367,7 +367,7 @@ class PerceptionNode(LifecycleNode):
     def _load_model(self) -> None:
         from ..core.paths import shipped_model_dir
         from ..model.inference import Predictor
-        from ..model.network import ModelFileError
+        from ..model.errors import ModelFileError
 
         self._predictor, self._model_error = None, ""
         try:
