@@ -83,14 +83,64 @@ def interrupt_at(line_prefix: str):
     return log
 
 
-def run_cli(*args: str, check: bool = True, env: dict | None = None):
-    """Run `cde-ros` in a subprocess of this interpreter (`env` added to its environment);
-    returns CompletedProcess."""
+# Commands that load a model: run in this process, where torch and timm are imported once (each
+# `python -m cde_ros.cli` pays 5-7 s of imports on a 2-core machine). The rest (recorders, the
+# demo, calls with an environment of their own) run as a real `cde-ros` process; so do these with
+# process=True.
+IN_PROCESS = frozenset({"train", "train-synthetic", "calibrate", "enroll", "eval", "benchmark"})
+
+
+def run_cli(*args: str, check: bool = True, env: dict | None = None, process: bool = False):
+    """Run `cde-ros ARGS` and return a CompletedProcess (returncode, stdout, stderr).
+
+    In a subprocess of this interpreter (`env` added to its environment), or, for the commands in
+    IN_PROCESS, through `cde_ros.cli.main` in this process with stdout and stderr captured: exit
+    codes as the process would give them, and an exception escaping `main` is exit 1 with its
+    traceback on stderr, as Python prints it. The process-wide state a command may change (the
+    environment, torch's threads and random state, numpy's random state) is restored afterwards."""
     import subprocess
 
-    proc = subprocess.run([sys.executable, "-m", "cde_ros.cli", *args], capture_output=True, text=True,
-                          timeout=900, env={**os.environ, "TQDM_DISABLE": "1", **(env or {})})
+    if process or env or not args or args[0] not in IN_PROCESS:
+        proc = subprocess.run([sys.executable, "-m", "cde_ros.cli", *args], capture_output=True, text=True,
+                              timeout=900, env={**os.environ, "TQDM_DISABLE": "1", **(env or {})})
+    else:
+        proc = _run_cli_here(list(args))
     if check and proc.returncode != 0:
         raise AssertionError(f"cde-ros {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\n"
                              f"stderr:\n{proc.stderr}")
     return proc
+
+
+def _run_cli_here(args: list[str]):
+    import contextlib
+    import io
+    import subprocess
+    import traceback
+
+    import numpy as np
+    import torch
+
+    from cde_ros.cli import main
+
+    environ, threads = dict(os.environ), torch.get_num_threads()
+    torch_rng, np_rng = torch.get_rng_state(), np.random.get_state()
+    out, err = io.StringIO(), io.StringIO()
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(args)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                if not isinstance(exc.code, (int, type(None))):
+                    print(exc.code, file=sys.stderr)
+            except Exception:  # what an uncaught exception does to the process: exit 1, traceback
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+        torch.set_num_threads(threads)
+        torch.set_rng_state(torch_rng)
+        np.random.set_state(np_rng)
+    return subprocess.CompletedProcess(["cde-ros", *args], code, out.getvalue(), err.getvalue())

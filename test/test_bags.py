@@ -35,14 +35,15 @@ def test_record_train_eval_round_trip(tmp_path, bags, storage):
     cfg.write_text(TINY_YAML)
     model = tmp_path / "model"
     cache = tmp_path / "cache"
+    real = storage == "sqlite3"  # this round trip through real `cde-ros` processes, the mcap one in this process
     proc = run_cli("train", str(bags[storage]), "--out", str(model), "--config", str(cfg), "--cache-dir", str(cache),
-                   "--quiet")
+                   "--quiet", process=real)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["model_id"] and (model / "model.safetensors").is_file()
     meta = json.loads((model / "model.json").read_text())
     assert meta["data"]["reports"][0]["pairs"] == 8 and meta["training"]["pairs"] + meta["training"]["val_pairs"] == 8
     proc = run_cli("eval", str(bags[storage]), "--model", str(model), "--json", "--cache-dir", str(cache),
-                   "--plots", str(tmp_path / "plots"))
+                   "--plots", str(tmp_path / "plots"), process=real)
     metrics = json.loads(proc.stdout.strip().splitlines()[-1])
     assert metrics["n"] == 8 and 0.0 <= metrics["accuracy"] <= 1.0 and metrics["per_class"]
     assert np.asarray(metrics["confusion"]).sum() == 8
@@ -50,7 +51,7 @@ def test_record_train_eval_round_trip(tmp_path, bags, storage):
     assert "(cached)" in proc.stderr  # the second read of the bag came from the pair cache
     # 8 events are too few to choose the none operating point from: said, and the model is left alone
     before = (model / "model.json").read_text()
-    proc = run_cli("calibrate", str(model), str(bags[storage]), "--cache-dir", str(cache), check=False)
+    proc = run_cli("calibrate", str(model), str(bags[storage]), "--cache-dir", str(cache), check=False, process=real)
     assert proc.returncode == 2 and "fewer than the 20 the none operating point needs" in proc.stderr
     assert "(cached)" in proc.stderr and (model / "model.json").read_text() == before
 
