@@ -10,7 +10,7 @@ from conftest import TINY_YAML
 
 from cde_ros.training.simbench import (FEW_SHOT_STARTS, SUITE, TARGET_SIZE_BINS, bags_of, choose_change_threshold,
                                        draw_episodes, evaluate_model_on_suite, few_shot, open_set, read_split,
-                                       record_suite, truth_rois)
+                                       record_suite, truth_rois, without_classes)
 
 SIZES = {"train": 12, "val": 3, "comp": 4, "syst": 4, "style": 3, "style_comp": 4, "style_syst": 4, "style_train": 14,
          "twin": 4, "style_many": 10}
@@ -240,6 +240,21 @@ def test_open_set_measures_unknown_change_and_enrolled_actions(suite, tmp_path):
     assert "| comp, events with the target's roi |" in (tmp_path / "os" / "open_set_m.md").read_text()
     assert "| 2, roi |" in (tmp_path / "os" / "open_set_m.md").read_text()
     assert (tmp_path / "os" / "open_set_m.png").stat().st_size > 5000
+    # a model trained without an object class too (benchmarks/open_set_class_shift.py): that
+    # class's pairs are left out of every split, with their recorded boxes
+    comp = read_split(data, "comp", pre, PairingConfig(), cache)
+    gone = comp.objects[comp.actions.index(held)]
+    rest = without_classes(comp, [gone])
+    assert gone not in rest.objects and len(rest) == sum(o != gone for o in comp.objects) < len(comp)
+    assert rest.target_boxes == [b for b, o in zip(comp.target_boxes, comp.objects) if o != gone]
+    assert rest.camera_size == comp.camera_size and without_classes(comp, []) is comp
+    model.save(out, {**meta, "skipped_actions": [held], "skipped_classes": [gone], "data": {"bags": bags}})
+    r2 = open_set(data, out, tmp_path / "os", ks=(1,), seeds=(0,), cache_dir=cache, log=lambda m: None)
+    assert r2["skipped_classes"] == [gone]
+    assert r2["splits"]["comp"]["held_out_pairs"] == sum(a == held and o != gone for a, o in zip(comp.actions,
+                                                                                                    comp.objects))
+    assert r2["splits"]["comp"]["n"] == len(rest) and r2["splits"]["syst"]["n"] == r["splits"]["syst"]["n"]
+    assert f"without the object classes {gone}" in (tmp_path / "os" / "open_set_m.md").read_text()
     # the same through the command line: `calibrate --unknown --sim-rois` takes the rois from the
     # recorded boxes; recordings without ground truth, and the options alone, are one sentence
     from conftest import run_cli
