@@ -2,6 +2,7 @@
 item 3). Chosen on validation data only; the test splits are read by the open-set benchmark after.
 
     ./dev python benchmarks/open_set_class_shift.py data/sim OUT_DIR [--skip-actions turn_on turn_off]
+        [--name class_shift]
 
 The `unknown_change` cosine threshold is chosen so that the known labels keep 95 % of their
 accuracy on the `val` pairs. On held-out object classes (syst) they kept only 0.78-0.82: a known
@@ -11,22 +12,24 @@ is chosen on the shift it must survive.
 
 1. Trains the shipped recipe (`benchmarks/shipped_model.yaml`) on the suite's `train` and
    `train_varied` pairs without the left-out actions and without the calibration classes
-   (`--calibration-classes`, default box and pot: of the training classes, the two whose training
-   combinations cover the most known actions while every known action keeps two training classes
-   or more; fixed before any result), validating on `val` without them (OUT_DIR/heldout).
+   (`--calibration-classes`; by default the rule `calibration_classes`, fixed before any result:
+   of the training classes, the two whose training combinations cover the most known actions
+   while every known action keeps two training classes or more, ties by name; box and pot with
+   turn_on/turn_off left out, box and laptop with open/close), validating on `val` without them
+   (OUT_DIR/heldout).
 2. `val`: prototypes and thresholds as `cde-ros calibrate MODEL val --unknown --sim-rois` chooses
-   them (`calibrate_unknown`), on the `val` pairs of the training classes (OUT_DIR/class_shift_val).
+   them (`calibrate_unknown`), on the `val` pairs of the training classes (OUT_DIR/NAME_val).
 3. `unseen classes`: the same, then the cosine threshold chosen again by the same rule on the
    calibration classes' pairs of the `train` and `train_varied` splits (never trained on), each
-   with its recorded roi (OUT_DIR/class_shift_unseen).
+   with its recorded roi (OUT_DIR/NAME_unseen).
 4. Prints and writes (OUT_DIR/choices.json) what each calibration does on validation data: the
    left-out actions' `val` pairs (never trained on, not calibrated on) answered unknown_change and
    the known labels' accuracy kept on `val` and on the calibration classes' pairs, all with rois.
 
-Then, once: `cde-ros benchmark --open-set data/sim --evaluate-model OUT_DIR/class_shift_{val,unseen}`
+Then, once: `cde-ros benchmark --open-set data/sim --evaluate-model OUT_DIR/NAME_{val,unseen}`
 (the calibration classes' pairs are left out of comp and syst: model.json's `skipped_classes`),
-and `... open_set_class_shift.py --plot RESULTS_DIR` draws both calibrations against the issue's
-target from those results (RESULTS_DIR/open_set_class_shift.png).
+and `... open_set_class_shift.py --plot RESULTS_DIR --name NAME` draws both calibrations against
+the issue's target from those results (RESULTS_DIR/open_set_NAME.png).
 """
 from __future__ import annotations
 
@@ -77,7 +80,28 @@ def _kept(model, pairs: PairSet, rois: list) -> dict[str, float]:
     return {"pairs": len(pairs), "without": without, "with": with_rule, "kept": with_rule / without}
 
 
-def plot(results: Path) -> Path:
+def calibration_classes(skip_actions: list[str]) -> list[str]:
+    """The rule: of the training classes, the two whose training combinations cover the most
+    known actions (all but `skip_actions`) while every known action keeps two training classes or
+    more; ties by name."""
+    from itertools import combinations as pairs_of
+
+    from cde_ros.sim.tasks import combinations
+
+    train = combinations("train")
+    known = {a for _, a in train if a not in skip_actions}
+    best: tuple[int, list[str]] | None = None
+    for two in pairs_of(sorted({c for c, _ in train}), 2):
+        left = {a: sum(1 for c, b in train if b == a and c not in two) for a in known}
+        covered = len({a for c, a in train if c in two and a in known})
+        if min(left.values()) >= 2 and (best is None or covered > best[0]):
+            best = (covered, list(two))
+    if best is None:
+        raise ValueError(f"no two training classes can be held out with {skip_actions} left out")
+    return best[1]
+
+
+def plot(results: Path, name: str = "class_shift") -> Path:
     """The left-out actions answered unknown_change against the known labels' accuracy kept, for
     both calibrations on comp and syst (events with the target's roi, and without), with the
     issue's target region (>= 0.8 at >= 0.95 kept)."""
@@ -86,8 +110,10 @@ def plot(results: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     ax.add_patch(plt.Rectangle((0.95, 0.8), 0.06, 0.21, color="tab:green", alpha=0.15, label="issue 22's target"))
-    for name, color in (("val", "tab:blue"), ("unseen", "tab:orange")):
-        r = json.loads((results / f"open_set_class_shift_{name}.json").read_text())
+    held = None
+    for which, color in (("val", "tab:blue"), ("unseen", "tab:orange")):
+        r = json.loads((results / f"open_set_{name}_{which}.json").read_text())
+        held = ", ".join(r["held_out_actions"])
         for split, marker in (("comp", "o"), ("syst", "s")):
             for roi in (False, True):
                 m = r["splits"][split].get("with_roi") if roi else r["splits"][split]
@@ -96,14 +122,14 @@ def plot(results: Path) -> Path:
                 ka = m["known_accuracy"]
                 ax.scatter(ka["with"] / ka["without"], m["held_out_answers"]["unknown_change"], color=color,
                            marker=marker, facecolors=color if roi else "none", s=60,
-                           label=f"threshold from {'val' if name == 'val' else 'unseen classes'}: {split}"
+                           label=f"threshold from {'val' if which == 'val' else 'unseen classes'}: {split}"
                                  + (", rois" if roi else ""))
     ax.set(xlim=(0.6, 1.01), ylim=(0, 1.01), xlabel="known labels' accuracy kept (with / without the rule)",
            ylabel="left-out actions answered unknown_change",
-           title="unknown_change threshold chosen on val or on unseen classes\n(test splits, turn_on/turn_off left out)")
+           title=f"unknown_change threshold chosen on val or on unseen classes\n(test splits, {held} left out)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
-    return _save(fig, results / "open_set_class_shift.png")
+    return _save(fig, results / f"open_set_{name}.png")
 
 
 def main() -> None:
@@ -112,17 +138,20 @@ def main() -> None:
     ap.add_argument("out", type=Path, nargs="?")
     ap.add_argument("--plot", type=Path, metavar="RESULTS_DIR", help="only draw the open-set results there")
     ap.add_argument("--skip-actions", nargs="+", default=["turn_on", "turn_off"])
-    ap.add_argument("--calibration-classes", nargs="+", default=["box", "pot"])
+    ap.add_argument("--calibration-classes", nargs="+", help="instead of the rule's (calibration_classes)")
+    ap.add_argument("--name", default="class_shift", help="the calibrated models' folder names: NAME_val, NAME_unseen")
     ap.add_argument("--epochs", type=int, help="instead of the recipe's 30 (a quick run through every step)")
     args = ap.parse_args()
     if args.plot:
-        print(plot(args.plot))
+        print(plot(args.plot, args.name))
         return
     if args.out is None:
         ap.error("give the suite's folder and an output folder (or --plot RESULTS_DIR)")
     cfg = load_config(ROOT / "benchmarks" / "shipped_model.yaml",
                       {"training": {"epochs": args.epochs}} if args.epochs else None)
-    pre, skip, classes = cfg.preprocessing, args.skip_actions, args.calibration_classes
+    skip = args.skip_actions
+    pre, classes = cfg.preprocessing, args.calibration_classes or calibration_classes(skip)
+    print(f"calibration classes: {', '.join(classes)}")
     cache = default_cache_dir()  # the pair cache `cde-ros train` and `benchmark` read too
     read = lambda split: read_split(args.data, split, pre, cfg.pairing, cache, print)  # noqa: E731
 
@@ -150,8 +179,8 @@ def main() -> None:
     model, meta = CausalDeltaModel.load(model_dir)
     calibrate_unknown(model, val_known, KEEP, source="the val split's pairs of the training classes",
                       rois=val_rois, camera_size=(1.0, 1.0))
-    model.save(args.out / "class_shift_val", meta)
-    by_val = CausalDeltaModel.load(args.out / "class_shift_val")[0]
+    model.save(args.out / f"{args.name}_val", meta)
+    by_val = CausalDeltaModel.load(args.out / f"{args.name}_val")[0]
 
     picks, deltas, _, _ = classifier_outputs(model, calib_pairs)
     changes = roi_changes_of(pre, calib_pairs.before, calib_pairs.after, calib_rois, (1.0, 1.0))
@@ -163,8 +192,8 @@ def main() -> None:
                               "(train and train_varied episodes, never trained on, each with its recorded roi)")
     info["unseen_class_validation"] = chosen["validation"]
     model.prototypes = replace(model.prototypes, threshold=chosen["unknown_threshold"], info=info)
-    model.save(args.out / "class_shift_unseen", meta)
-    by_classes = CausalDeltaModel.load(args.out / "class_shift_unseen")[0]
+    model.save(args.out / f"{args.name}_unseen", meta)
+    by_classes = CausalDeltaModel.load(args.out / f"{args.name}_unseen")[0]
 
     report = {"skipped_actions": skip, "calibration_classes": classes, "keep": KEEP,
               "left_out_val_pairs": len(left_out), "calibrations": {}}
