@@ -65,19 +65,24 @@ def _select(pairs: PairSet, data: Path, split: str, skip_actions: list[str], cla
     return sub, truth_rois(bags_of(data, split), sub.event_ids)
 
 
-def _answers(model, pairs: PairSet, rois: list) -> list[str]:
+def _outputs(model, pairs: PairSet, rois: list) -> tuple:
+    """The classifier's picks, the deltas, the backbone's deltas and the change inside each pair's
+    roi: what the rule decides from (the same for both calibrations: one model)."""
     picks, deltas, _, backbone = classifier_outputs(model, pairs)
-    changes = roi_changes_of(model.preprocessing, pairs.before, pairs.after, rois, (1.0, 1.0))
-    return model.prototypes.decide(picks, deltas, roi_changes=changes, backbone_deltas=backbone)[0]
+    return picks, deltas, backbone, roi_changes_of(model.preprocessing, pairs.before, pairs.after, rois, (1.0, 1.0))
 
 
-def _kept(model, pairs: PairSet, rois: list) -> dict[str, float]:
+def _answers(protos, outputs: tuple) -> np.ndarray:
+    picks, deltas, backbone, changes = outputs
+    return np.asarray(protos.decide(picks, deltas, roi_changes=changes, backbone_deltas=backbone)[0])
+
+
+def _kept(protos, outputs: tuple, truth: list[str]) -> dict[str, float]:
     """The known labels' accuracy without the unknown_change rule and with it (rois sent)."""
-    picks, _, _, _ = classifier_outputs(model, pairs)
-    truth = np.asarray(pairs.actions)
-    without = float(np.mean(np.asarray(picks) == truth))
-    with_rule = float(np.mean(np.asarray(_answers(model, pairs, rois)) == truth))
-    return {"pairs": len(pairs), "without": without, "with": with_rule, "kept": with_rule / without}
+    truth_a = np.asarray(truth)
+    without = float(np.mean(np.asarray(outputs[0]) == truth_a))
+    with_rule = float(np.mean(_answers(protos, outputs) == truth_a))
+    return {"pairs": len(truth), "without": without, "with": with_rule, "kept": with_rule / without}
 
 
 def calibration_classes(skip_actions: list[str]) -> list[str]:
@@ -177,33 +182,34 @@ def main() -> None:
     calib_rois = sum((c[1] for c in calib), [])
 
     model, meta = CausalDeltaModel.load(model_dir)
+    val_out, left_out_out, calib_out = (_outputs(model, p, r) for p, r in ((val_known, val_rois),
+                                                                          (left_out, left_rois),
+                                                                          (calib_pairs, calib_rois)))
     calibrate_unknown(model, val_known, KEEP, source="the val split's pairs of the training classes",
                       rois=val_rois, camera_size=(1.0, 1.0))
+    by_val = model.prototypes
     model.save(args.out / f"{args.name}_val", meta)
-    by_val = CausalDeltaModel.load(args.out / f"{args.name}_val")[0]
 
-    picks, deltas, _, _ = classifier_outputs(model, calib_pairs)
-    changes = roi_changes_of(pre, calib_pairs.before, calib_pairs.after, calib_rois, (1.0, 1.0))
-    chosen = choose_threshold(model.prototypes, picks, deltas, calib_pairs.actions, KEEP, changes)
-    info = dict(model.prototypes.info)
-    info["threshold_from"] = (f"cosine {chosen['unknown_threshold']:.3f} (was {model.prototypes.threshold:.3f} "
+    picks, deltas, _, changes = calib_out
+    chosen = choose_threshold(by_val, picks, deltas, calib_pairs.actions, KEEP, changes)
+    info = dict(by_val.info)
+    info["threshold_from"] = (f"cosine {chosen['unknown_threshold']:.3f} (was {by_val.threshold:.3f} "
                               f"from val), the known labels keeping {KEEP:.0%} of their accuracy on "
                               f"{len(calib_pairs)} pairs of the object classes {', '.join(classes)} "
                               "(train and train_varied episodes, never trained on, each with its recorded roi)")
     info["unseen_class_validation"] = chosen["validation"]
-    model.prototypes = replace(model.prototypes, threshold=chosen["unknown_threshold"], info=info)
+    by_classes = model.prototypes = replace(by_val, threshold=chosen["unknown_threshold"], info=info)
     model.save(args.out / f"{args.name}_unseen", meta)
-    by_classes = CausalDeltaModel.load(args.out / f"{args.name}_unseen")[0]
 
     report = {"skipped_actions": skip, "calibration_classes": classes, "keep": KEEP,
               "left_out_val_pairs": len(left_out), "calibrations": {}}
-    for name, m in (("val", by_val), ("unseen classes", by_classes)):
-        ans = np.asarray(_answers(m, left_out, left_rois))
-        r = {"unknown_threshold": m.prototypes.threshold,
+    for name, protos in (("val", by_val), ("unseen classes", by_classes)):
+        ans = _answers(protos, left_out_out)
+        r = {"unknown_threshold": protos.threshold,
              "left_out_to_unknown_change": float(np.mean(ans == UNKNOWN)),
              "left_out_to_none": float(np.mean(ans == "none")),
-             "val_known": _kept(m, val_known, val_rois),
-             "calibration_classes_known": _kept(m, calib_pairs, calib_rois)}
+             "val_known": _kept(protos, val_out, val_known.actions),
+             "calibration_classes_known": _kept(protos, calib_out, calib_pairs.actions)}
         report["calibrations"][name] = r
         print(f"{name}: cosine {r['unknown_threshold']:.3f}; left-out val pairs -> unknown_change "
               f"{r['left_out_to_unknown_change']:.2f} (none {r['left_out_to_none']:.2f}); known kept "
