@@ -143,9 +143,10 @@ def bags_of(data: Path, name: str) -> list[Path]:
 
 
 def read_split(data: Path, name: str, pre, pairing, cache_dir: Path | None = None,
-               log: Callable[[str], None] = lambda m: None) -> PairSet:
+               log: Callable[[str], None] = lambda m: None, skip_classes: list[str] | tuple = ()) -> PairSet:
     """The labelled pairs of a suite split, paired as the node pairs them, with the object class
-    of each pair from the recording's ground truth."""
+    of each pair from the recording's ground truth; without the pairs of the object classes in
+    `skip_classes` (a model trained without them)."""
     from ..data.bags import DEFAULT_EVENT_TOPIC, read_json_topic, read_pairs
 
     bags = bags_of(data, name)
@@ -155,6 +156,8 @@ def read_split(data: Path, name: str, pre, pairing, cache_dir: Path | None = Non
         raise ValueError(f"no pairs could be made from {data / name}")
     truth = {t["event_id"]: t for bag in bags for t in read_json_topic(bag, TRUTH_TOPIC)}
     pairs.objects = [truth.get(e, {}).get("obj_class", "") for e in pairs.event_ids]
+    if skip_classes:
+        pairs = pairs.subset(np.flatnonzero(~np.isin(pairs.objects, sorted(skip_classes))))
     # the manipulated fixture's box in the after frame (recordings made before it was recorded: None)
     pairs.target_boxes = [truth.get(e, {}).get("target_box") for e in pairs.event_ids]
     # the twin's box there (splits recorded with a twin, else None)
@@ -163,20 +166,6 @@ def read_split(data: Path, name: str, pre, pairing, cache_dir: Path | None = Non
                                                          for b in bags)}
     pairs.camera_size = sizes.pop() if len(sizes) == 1 else None
     return pairs
-
-
-def without_classes(pairs: PairSet, classes: list[str]) -> PairSet:
-    """`read_split` pairs without those of the object `classes` (their recorded boxes and the
-    camera size kept)."""
-    if not classes:
-        return pairs
-    keep = np.flatnonzero(~np.isin(pairs.objects, sorted(classes)))
-    out = pairs.subset(keep)
-    for attr in ("target_boxes", "twin_boxes"):
-        if hasattr(pairs, attr):
-            setattr(out, attr, [getattr(pairs, attr)[i] for i in keep])
-    out.camera_size = getattr(pairs, "camera_size", None)
-    return out
 
 
 def truth_rois(bags: list[Path], event_ids: list[str]) -> list[tuple[float, float, float, float] | None]:
@@ -864,7 +853,7 @@ def open_set(data: Path, model_dir: Path, out: Path, ks: tuple[int, ...] = ENROL
     t0 = time.perf_counter()
     tests = {}
     for name in OPEN_SET_TESTS:
-        pairs = without_classes(read_split(data, name, pre, pairing, cache_dir, log), skipped_classes)
+        pairs = read_split(data, name, pre, pairing, cache_dir, log, skipped_classes)
         picks, deltas, probs, backbone = classifier_outputs(model, pairs)
         actions = [i for i, a in enumerate(model.labels) if a != "none"]
         # each event sent with the manipulated fixture's box as its roi (what a planner knows)
@@ -872,9 +861,8 @@ def open_set(data: Path, model_dir: Path, out: Path, ks: tuple[int, ...] = ENROL
         if getattr(pairs, "camera_size", None) and any(pairs.target_boxes):
             rois = roi_changes_of(pre, pairs.before, pairs.after, pairs.target_boxes, pairs.camera_size)
         tests[name] = (pairs.actions, picks, deltas, probs[:, actions].max(1), rois, backbone)
-    pool = read_split(data, "train", pre, pairing, cache_dir, log)
-    pool = pool.subset(np.flatnonzero(np.isin(pool.actions, sorted(held_out))
-                                      & ~np.isin(pool.objects, skipped_classes)))
+    pool = read_split(data, "train", pre, pairing, cache_dir, log, skipped_classes)
+    pool = pool.subset(np.flatnonzero(np.isin(pool.actions, sorted(held_out))))
     pool_backbone = classifier_outputs(model, pool)[3]
     result: dict[str, Any] = {"model_dir": str(model_dir), "model_id": meta["model_id"], "data": str(data),
                               "held_out_actions": sorted(held_out), "labels": list(model.labels),
